@@ -50,9 +50,9 @@ def tracked(stage: str, params: dict[str, Any], stage_params: dict[str, Any]) ->
 
 
 def run_main(main) -> None:
-    """Run a stage's ``main()``; a :class:`ConfigError`/input error exits 2 with one clear line."""
+    """Run a stage's ``main()``; bad params/input or a NaN loss exits 2 with one clear line."""
     try:
         main()
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, FloatingPointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny trained tokenizer and offline, telemetry-free tool settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from swtest import TINY_MODEL, digits_u8  # noqa: E402  (tests/ is on sys.path)
+
+for key, value in {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "GIT_AUTHOR_NAME": "scalewise-test",
+    "GIT_AUTHOR_EMAIL": "test@scalewise.invalid",
+    "GIT_COMMITTER_NAME": "scalewise-test",
+    "GIT_COMMITTER_EMAIL": "test@scalewise.invalid",
+}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def trained_tokenizer(tmp_path_factory):
+    """A tiny tokenizer trained for a few hundred steps on 16 px digits (a few seconds)."""
+    from scalewise.tokenizer import TokenizerConfig
+    from scalewise.train_tokenizer import TrainVQVAEConfig, train_tokenizer
+
+    images, _ = digits_u8(16)
+    cfg = TrainVQVAEConfig(model=TokenizerConfig(**TINY_MODEL), steps=300, batch_size=32, lr=3e-3,
+                           warmup_steps=20, dead_code_every=50, dead_code_min_usage=0.5,
+                           log_every=50, ckpt_every=1000, seed=0)
+    torch.manual_seed(0)
+    result = train_tokenizer(cfg, images[:1500], "digits", tmp_path_factory.mktemp("tok"), progress=False)
+    return result.model, images[1500:]
