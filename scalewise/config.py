@@ -42,8 +42,6 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
         kwargs[name] = value
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 

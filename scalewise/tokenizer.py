@@ -37,7 +37,7 @@ from scalewise.config import ConfigError
 class TokenizerConfig:
     """Architecture of the tokenizer. ``downsample`` must equal ``2 ** (len(ch_mult) - 1)``."""
 
-    ch: int = 32
+    ch: int = 16
     ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
     num_res_blocks: int = 1
     downsample: int = 4

@@ -30,8 +30,8 @@ class TrainVQVAEConfig:
     """The ``train_vqvae`` section of params.yaml."""
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
-    steps: int = 3000
-    batch_size: int = 64
+    steps: int = 2000
+    batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -45,9 +45,9 @@ class TrainVQVAEConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"train_vqvae.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ConfigError(f"train_vqvae.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
 
 
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -136,8 +136,6 @@ def train_tokenizer(
     acc: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=step, desc="train_vqvae", disable=not progress)
     while step < cfg.steps:
-        if cfg.dead_code_every > 0 and step % cfg.dead_code_every == 0 and step > 0:
-            model.quantize.revive_dead_codes(cfg.dead_code_min_usage, generator=gen)
         idx = torch.randint(data.shape[0], (cfg.batch_size,), generator=gen)
         x = to_unit(data[idx]).to(device)
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
@@ -155,8 +153,10 @@ def train_tokenizer(
         loss.backward()
         opt.step()
         if step == 0:
-            # Codes start at tiny random values: seed them all from real residuals.
+            # Codes start at tiny random values: seed them all from this batch's residuals.
             model.quantize.revive_dead_codes(float("inf"), generator=gen)
+        elif cfg.dead_code_every > 0 and (step + 1) % cfg.dead_code_every == 0:
+            model.quantize.revive_dead_codes(cfg.dead_code_min_usage, generator=gen)
         step += 1
         bar.update(1)
         row = {"loss": loss.item(), "recon_mse": recon_mse.item(), "commit_loss": q.commit_loss.item(),
