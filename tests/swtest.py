@@ -3,9 +3,14 @@ the name avoids the top-level ``tests`` package that torch-fidelity installs).""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +27,57 @@ def digits_u8(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 
 TINY_MODEL = dict(ch=8, ch_mult=[1, 2, 2], num_res_blocks=1, downsample=4, vocab_size=64, cvae=8,
                   patch_nums=[1, 2, 3, 4], quant_resi=0.5, share_quant_resi=2, beta=0.25, in_channels=1)
+
+
+TINY_PARAMS = {
+    "tracking": {"enabled": True, "experiment": "scalewise-test"},
+    "prepare": {"source": "digits", "image_size": 16, "channels": 1, "test_fraction": 0.1,
+                "split_seed": 0, "max_per_class": 60},
+    "train_vqvae": {
+        "model": {"ch": 8, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "downsample": 4, "vocab_size": 64,
+                  "cvae": 8, "patch_nums": [1, 2, 3, 4], "quant_resi": 0.5, "share_quant_resi": 2,
+                  "beta": 0.25, "use_attn": False},
+        "steps": 30, "batch_size": 16, "lr": 0.003, "weight_decay": 0.0, "warmup_steps": 5,
+        "dead_code_every": 10, "dead_code_min_usage": 0.5, "log_every": 5, "ckpt_every": 10,
+        "seed": 0, "device": "cpu",
+    },
+    "pipeline": {"cron": "0 3 * * *", "work_pool": "scalewise-test", "retries": 0},
+}
+
+
+def venv_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("SCALEWISE_PARENT_RUN_ID", None)
+    env["PYTHONPATH"] = str(root)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=venv_env(cwd), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_params(root: Path, params: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, params: dict) -> Path:
+    """A git + DVC repository holding a copy of the pipeline code and ``params``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "scalewise", "stages", "flows"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    write_params(dest, params)
+    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n")
+    run(["git", "init", "-q"], dest)
+    run([sys.executable, "-m", "dvc", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "init"], dest)
+    return dest
