@@ -3,6 +3,8 @@
     scalewise repro [DVC ARGS]   run ``dvc repro`` inside one MLflow pipeline run
     scalewise stage NAME [ARGS]  run one stage outside DVC (debugging)
     scalewise stages             list the pipeline's stages in DVC order
+    scalewise sample ...         checkpoint -> PNG grid or folder of PNGs
+    scalewise bench sample|train speed / memory benchmark, JSON out
 """
 
 from __future__ import annotations
@@ -60,6 +62,74 @@ def cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from scalewise.checkpoints import load_tokenizer, load_transformer
+    from scalewise.images import save_grid, save_png, to_uint8
+    from scalewise.sampling import Resample, generate
+
+    tokenizer = load_tokenizer(args.tokenizer, args.device)
+    model = load_transformer(args.model, args.device)
+    classes = args.classes if args.classes is not None else list(range(model.num_classes))
+    labels = torch.tensor(classes).repeat_interleave(args.per_class)
+    resample = Resample(kind=args.resample, threshold=args.resample_threshold, iters=args.resample_iters,
+                        use_cfg=not args.resample_no_cfg)
+    g = generate(model, tokenizer, labels, cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k,
+                 top_p=args.top_p, temperature=args.temperature, seed=args.seed, resample=resample)
+    if args.folder:
+        for i, (img, label) in enumerate(zip(to_uint8(g.images), labels.tolist())):
+            save_png(img, Path(args.folder) / f"{i:05d}_class{label}.png")
+        print(f"wrote {labels.numel()} PNGs to {args.folder}")
+    if args.out:
+        save_grid(g.images, args.out, nrow=args.per_class)
+        print(f"wrote {args.out} ({len(classes)} classes x {args.per_class})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from scalewise.bench import BenchModel, bench_sample, bench_train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = BenchModel(depth=args.depth, width=args.width or 64 * args.depth, heads=args.heads or args.depth,
+                      image_size=args.image_size, downsample=args.downsample, patch_nums=tuple(args.patch_nums),
+                      vocab=args.vocab, cvae=args.cvae, tokenizer_ch=args.tokenizer_ch,
+                      num_classes=args.num_classes)
+    spec.tokenizer_config().check_image_size(args.image_size)
+    records = []
+    for dtype in args.dtypes.split(","):
+        for mask in args.masks.split(","):
+            if args.what == "sample":
+                for batch in args.batch_sizes:
+                    rec = bench_sample(spec, mask, batch, args.cfg, args.runs, args.warmup, args.device, dtype)
+                    rec["fraction_of_peak"] = rec["transformer_gflop_per_s"] / (
+                        args.peak_gflops_bf16 if dtype == "bf16" else args.peak_gflops)
+                    records.append(rec)
+                    print(json.dumps({k: rec[k] for k in ("mask", "dtype", "batch_size", "images_per_s",
+                                                          "ms_per_image", "cache_bytes")}), file=sys.stderr)
+            else:
+                records.append(bench_train(spec, mask, args.batch_size, args.runs, args.warmup, args.device, dtype))
+    text = json.dumps(records, indent=2)
+    if args.json:
+        from scalewise.io import write_text
+
+        write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="scalewise", description="Scale-wise VAR / SRDD pipeline and tools.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,12 +142,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stage)
     p = sub.add_parser("stages", help="list the pipeline's stages as DVC defines them")
     p.set_defaults(func=cmd_stages)
+
+    p = sub.add_parser("sample", help="sample images from a trained transformer checkpoint")
+    p.add_argument("--model", default="models/var.pt", help="transformer checkpoint (models/var.pt, models/srdd.pt)")
+    p.add_argument("--tokenizer", default="models/tokenizer.pt")
+    p.add_argument("--classes", type=_ints, default=None, help="comma-separated class indices (default: all)")
+    p.add_argument("--per-class", type=int, default=4)
+    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resample", default="none", choices=["none", "simple", "masked"])
+    p.add_argument("--resample-threshold", type=float, default=0.05)
+    p.add_argument("--resample-iters", type=int, default=2)
+    p.add_argument("--resample-no-cfg", action="store_true", help="refinement passes without CFG")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="samples.png", help="PNG grid (one row per class); '' for none")
+    p.add_argument("--folder", default=None, help="also write one PNG per sample here")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("bench", help="speed/memory benchmark of sampling or training; prints JSON")
+    p.add_argument("what", choices=["sample", "train"])
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--width", type=int, default=0, help="0 = 64 * depth")
+    p.add_argument("--heads", type=int, default=0, help="0 = depth")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--downsample", type=int, default=16)
+    p.add_argument("--patch-nums", type=_ints, default=[1, 2, 3, 4, 5, 6, 8])
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--cvae", type=int, default=32)
+    p.add_argument("--tokenizer-ch", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--masks", default="causal,markov")
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 8])
+    p.add_argument("--batch-size", type=int, default=8, help="bench train: batch size")
+    p.add_argument("--dtypes", default="fp32", help="fp32, bf16 or both (comma-separated)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--peak-gflops", type=float, default=200.0, help="fp32 matmul peak of this machine")
+    p.add_argument("--peak-gflops-bf16", type=float, default=850.0)
+    p.add_argument("--json", default=None, help="also write the JSON list here")
+    p.set_defaults(func=cmd_bench)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

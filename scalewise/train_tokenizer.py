@@ -8,8 +8,6 @@ batch sampling and the logged curve, so a resumed run continues exactly where it
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from scalewise.config import ConfigError, to_dict
-from scalewise.io import load_torch, save_torch
 from scalewise.metrics import psnr
+from scalewise.resume import Checkpointer, run_key
 from scalewise.tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -56,12 +54,6 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> flo
         return base_lr * (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def run_key(cfg: TrainVQVAEConfig, data_hash: str) -> str:
-    """Identifies a training run: same config and data -> same key -> resumable."""
-    blob = json.dumps({"cfg": to_dict(cfg), "data": data_hash}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,22 +106,10 @@ def train_tokenizer(
     model = Tokenizer(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    key = run_key(cfg, data_hash)
-    ckpt_path = Path(state_dir) / "last.pt"
-    step, history, resumed_from = 0, [], 0
-    if ckpt_path.is_file():
-        state = load_torch(ckpt_path, map_location=device)
-        if state.get("run_key") == key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            gen.set_state(state["rng"])
-            step, history, resumed_from = int(state["step"]), list(state["history"]), int(state["step"])
-
-    def checkpoint() -> None:
-        save_torch(ckpt_path, {
-            "run_key": key, "step": step, "model": model.state_dict(),
-            "optim": opt.state_dict(), "rng": gen.get_state(), "history": history,
-        })
+    ckpt = Checkpointer(state_dir, run_key(to_dict(cfg), data_hash), model, opt, gen)
+    ckpt_path = ckpt.path
+    step, history = ckpt.restore(device)
+    resumed_from = step
 
     data = images_u8  # kept as uint8 on the CPU; batches are converted on the fly
     model.train()
@@ -172,7 +152,7 @@ def train_tokenizer(
             if on_log is not None:
                 on_log(step, avg)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            checkpoint()
+            ckpt.save(step, history)
     bar.close()
     model.eval()
     return TrainResult(model=model, history=history, resumed_from=resumed_from)

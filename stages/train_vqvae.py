@@ -16,7 +16,8 @@ import torch
 from scalewise.config import from_dict, to_dict
 from scalewise.data import load_split
 from scalewise.images import save_grid
-from scalewise.io import save_torch, write_json, write_text
+from scalewise.io import write_json, write_text
+from scalewise.checkpoints import save_model
 from scalewise.train_tokenizer import TrainVQVAEConfig, evaluate_tokenizer, to_unit, train_tokenizer
 from stages._common import load_params, run_main, section, tracked
 
@@ -61,7 +62,7 @@ def main() -> None:
         metrics.update({"steps": cfg.steps, "num_tokens": cfg.model.num_tokens,
                         "data_hash": manifest["content_hash"]})
 
-        save_torch(args.model_out, {"config": to_dict(cfg.model), "state_dict": model.state_dict()})
+        save_model(args.model_out, model)
         grid = save_grid(recon_grid(model, test_u8[:8]), Path(args.reports) / "recon_grid.png", nrow=8)
         write_json(args.metrics, metrics)
         cols = ["step", "loss", "recon_mse", "commit_loss", "perplexity", "batch_usage", "lr"]

@@ -41,6 +41,16 @@ TINY_PARAMS = {
         "dead_code_every": 10, "dead_code_min_usage": 0.5, "log_every": 5, "ckpt_every": 10,
         "seed": 0, "device": "cpu",
     },
+    "train": {
+        "common": {"model": {"depth": 1, "width": 32, "heads": 2, "mlp_ratio": 2.0, "cond_drop": 0.1,
+                             "masked_objective": True},
+                   "steps": 10, "batch_size": 8, "lr": 0.002, "weight_decay": 0.0, "warmup_steps": 2,
+                   "grad_clip": 2.0, "label_smoothing": 0.0, "masked_prob": 0.25, "log_every": 5,
+                   "ckpt_every": 5, "seed": 0, "device": "cpu", "grid_per_class": 1, "grid_cfg": 1.5,
+                   "threads": 0},
+        "var": {"mask_kind": "causal", "init_from": None},
+        "srdd": {"mask_kind": "markov", "init_from": None},
+    },
     "pipeline": {"cron": "0 3 * * *", "work_pool": "scalewise-test", "retries": 0},
 }
 

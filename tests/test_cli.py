@@ -63,3 +63,44 @@ class _Custom:
 
 def lambda_free_object() -> _Custom:
     return _Custom()
+
+
+def test_sample_and_bench_commands(tmp_path):
+    import json
+
+    from scalewise.checkpoints import save_model
+    from scalewise.tokenizer import Tokenizer, TokenizerConfig
+    from scalewise.transformer import ScaleTransformer, TransformerConfig
+    from swtest import TINY_MODEL
+
+    tok = Tokenizer(TokenizerConfig(**TINY_MODEL))
+    model = ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=64, cvae=8,
+                                               patch_nums=[1, 2, 3, 4], num_classes=3, masked_objective=True))
+    save_model(tmp_path / "tok.pt", tok)
+    save_model(tmp_path / "var.pt", model)
+    out = scalewise("sample", "--model", str(tmp_path / "var.pt"), "--tokenizer", str(tmp_path / "tok.pt"),
+                    "--classes", "0,2", "--per-class", "2", "--resample", "masked", "--out", str(tmp_path / "g.png"),
+                    "--folder", str(tmp_path / "pngs"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "g.png").exists() and len(list((tmp_path / "pngs").glob("*.png"))) == 4
+    bad = scalewise("sample", "--model", str(tmp_path / "var.pt"), "--tokenizer", str(tmp_path / "tok.pt"),
+                    "--classes", "5")
+    assert bad.returncode == 2 and "class labels must lie in [0, 2]" in bad.stderr
+    swapped = scalewise("sample", "--model", str(tmp_path / "tok.pt"), "--tokenizer", str(tmp_path / "tok.pt"))
+    assert swapped.returncode == 2 and "expected a transformer" in swapped.stderr
+
+    out = scalewise("bench", "sample", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
+                    "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
+                    "--tokenizer-ch", "8", "--cfg", "1.5", "--masks", "causal,markov", "--batch-sizes", "1,2",
+                    "--runs", "2", "--json", str(tmp_path / "b.json"))
+    assert out.returncode == 0, out.stderr
+    records = json.loads((tmp_path / "b.json").read_text())
+    assert [(r["mask"], r["batch_size"]) for r in records] == [("causal", 1), ("causal", 2), ("markov", 1), ("markov", 2)]
+    for r in records:
+        assert {"images_per_s", "ms_per_image", "peak_memory_bytes", "cache_bytes", "per_scale_ms"} <= set(r)
+        assert len(r["per_scale_ms"]) == 3 and r["peak_memory_bytes"] > 0
+    assert records[2]["cache_bytes"] == 0 < records[0]["cache_bytes"]
+    out = scalewise("bench", "train", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
+                    "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
+                    "--masks", "causal", "--batch-size", "2", "--runs", "2")
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["tokens_per_s"] > 0

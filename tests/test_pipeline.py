@@ -39,6 +39,21 @@ def test_repro_writes_metrics_plots_and_model(project):
     assert "psnr" in json.dumps(shown) and "codebook_usage" in json.dumps(shown)
     manifest = json.loads((root / "data/prepared/manifest.json").read_text())
     assert manifest["num_classes"] == 10
+    for variant, kind in (("var", "causal"), ("srdd", "markov")):
+        m = json.loads((root / f"metrics/train_{variant}.json").read_text())
+        assert m["mask_kind"] == kind and len(m["test_acc_by_scale"]) == 4 and 0 <= m["class_mean_proxy"] <= 1
+        assert (root / f"reports/train/{variant}/samples.png").stat().st_size > 0
+        assert (root / f"models/{variant}.pt").exists()
+
+
+def test_changing_only_srdd_params_reruns_only_srdd(project):
+    root, _ = project
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["train"]["srdd"]["mask_kind"] = "markov_prev"
+    write_params(root, params)
+    status = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
+    assert set(status) == {"train@srdd"}
+    write_params(root, TINY_PARAMS)
 
 
 def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
@@ -52,7 +67,9 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = {r.data.tags["scalewise.stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert set(children) == {"prepare", "train_vqvae"}
+    assert set(children) == {"prepare", "train_vqvae", "train@var", "train@srdd"}
+    assert children["train@srdd"].data.tags["scalewise.mask_kind"] == "markov"
+    assert [m.step for m in client.get_metric_history(children["train@var"].info.run_id, "train/loss")] == [5, 10]
     train = children["train_vqvae"]
     assert train.data.params["model.patch_nums"] == "[1, 2, 3, 4]" and train.data.params["steps"] == "30"
     assert train.data.tags["scalewise.git_commit"] != "unknown"
@@ -71,9 +88,10 @@ def test_changing_a_train_param_reruns_only_that_stage(project, tmp_path):
     params["tracking"]["enabled"] = False  # stages must also run with tracking off
     write_params(root, params)
     status = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
-    assert set(status) == {"train_vqvae"}
+    assert set(status) == {"train_vqvae", "train@var", "train@srdd"}  # the stage and its descendants
     out = run([sys.executable, "-m", "dvc", "repro"], root).stdout
     assert "Stage 'prepare' didn't change" in out and "Running stage 'train_vqvae'" in out
+    assert "Running stage 'train@srdd'" in out
     metrics = json.loads((root / "metrics/train_vqvae.json").read_text())
     assert metrics["steps"] == 20
     write_params(root, TINY_PARAMS)

@@ -7,7 +7,9 @@ import torch
 
 from scalewise.config import ConfigError, from_dict
 from scalewise.tokenizer import TokenizerConfig
-from scalewise.train_tokenizer import TrainVQVAEConfig, lr_at, run_key, train_tokenizer
+from scalewise.config import to_dict
+from scalewise.resume import run_key
+from scalewise.train_tokenizer import TrainVQVAEConfig, lr_at, train_tokenizer
 from swtest import TINY_MODEL, digits_u8
 
 
@@ -45,7 +47,7 @@ def test_changed_config_or_data_starts_fresh(tmp_path):
     train_tokenizer(tiny_cfg(steps=4), images[:100], "h", tmp_path, progress=False)
     assert train_tokenizer(tiny_cfg(steps=4), images[:100], "h", tmp_path, progress=False).resumed_from == 4
     assert train_tokenizer(tiny_cfg(steps=4, lr=1e-3), images[:100], "h", tmp_path, progress=False).resumed_from == 0
-    assert run_key(tiny_cfg(), "h") != run_key(tiny_cfg(), "other-data")
+    assert run_key(to_dict(tiny_cfg()), "h") != run_key(to_dict(tiny_cfg()), "other-data")
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):

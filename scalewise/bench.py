@@ -1,0 +1,175 @@
+"""Speed / memory benchmarks of sampling and training (random weights are fine).
+
+Timings are medians of ``runs`` repetitions after ``warmup`` runs. Peak memory is the
+largest resident set size sampled every few milliseconds during the timed runs on CPU, or
+``torch.cuda.max_memory_allocated`` on CUDA. FLOPs count the transformer's matrix work
+(projections, MLP, attention, head; AdaLN once per sample), the figure used for the
+fraction of peak.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from scalewise.masks import context_scales
+from scalewise.sampling import generate
+from scalewise.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.transformer import ScaleTransformer, TransformerConfig
+
+
+@dataclass
+class BenchModel:
+    depth: int = 6
+    width: int = 384
+    heads: int = 6
+    image_size: int = 128
+    downsample: int = 16
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
+    vocab: int = 4096
+    cvae: int = 32
+    tokenizer_ch: int = 32
+    num_classes: int = 1000
+    channels: int = 3
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        levels = self.downsample.bit_length()  # downsample = 2**(levels-1)
+        ch_mult = [1, 1, 2, 2, 4, 4, 8][:levels]
+        return TokenizerConfig(ch=self.tokenizer_ch, ch_mult=ch_mult, num_res_blocks=2, downsample=self.downsample,
+                               vocab_size=self.vocab, cvae=self.cvae, patch_nums=list(self.patch_nums),
+                               share_quant_resi=4, in_channels=self.channels, use_attn=True)
+
+    def transformer_config(self, mask_kind: str) -> TransformerConfig:
+        return TransformerConfig(depth=self.depth, width=self.width, heads=self.heads, vocab_size=self.vocab,
+                                 cvae=self.cvae, patch_nums=list(self.patch_nums), num_classes=self.num_classes,
+                                 mask_kind=mask_kind)
+
+
+def sampling_flops(cfg: TransformerConfig, batch: int, cfg_on: bool) -> float:
+    """Matrix FLOPs of one cached generation of ``batch`` images (x2 rows with CFG)."""
+    rows = batch * (2 if cfg_on else 1)
+    C, V, D = cfg.width, cfg.vocab_size, cfg.depth
+    pn = cfg.patch_nums
+    total = rows * D * 2 * C * 6 * C + rows * 2 * C * 2 * C  # AdaLN once per sample (blocks + head)
+    for si, p in enumerate(pn):
+        n = p * p
+        ctx = sum(pn[j] ** 2 for j in context_scales(si, cfg.mask_kind))
+        per_token = D * (2 * C * 3 * C + 2 * C * C + 2 * 2 * C * round(cfg.mlp_ratio * C) + 2 * 2 * ctx * C)
+        total += rows * n * (per_token + 2 * C * V + 2 * cfg.cvae * C)
+    return float(total)
+
+
+@contextmanager
+def peak_rss(interval_s: float = 0.005) -> Iterator[dict]:
+    """Track the process's peak RSS (bytes) while the block runs: ``result['peak']``."""
+    import psutil
+
+    proc = psutil.Process()
+    result = {"peak": proc.memory_info().rss}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            result["peak"] = max(result["peak"], proc.memory_info().rss)
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        result["peak"] = max(result["peak"], proc.memory_info().rss)
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast on the given device, or nothing for fp32."""
+    if dtype == "fp32":
+        return nullcontext()
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown dtype {dtype!r}; allowed: fp32, bf16")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs: int = 5, warmup: int = 1,
+                 device: str = "cpu", dtype: str = "fp32", seed: int = 0) -> dict:
+    """One benchmark record of :func:`generate` for a mask kind and batch size."""
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    tok = Tokenizer(spec.tokenizer_config()).to(dev).eval()
+    model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev).eval()
+    labels = torch.arange(batch) % spec.num_classes
+    times, scale_times, decode_times, cache = [], [], [], 0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for i in range(warmup + runs):
+        timing: dict = {}
+        with peak_rss() as mem, autocast(dev, dtype):
+            _sync(dev)
+            t0 = time.perf_counter()
+            g = generate(model, tok, labels, cfg=cfg, seed=seed + i, timing=timing)
+            _sync(dev)
+            dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt)
+            scale_times.append(timing["scale_s"])
+            decode_times.append(timing["decode_s"])
+            cache = g.cache_bytes
+            peak = mem["peak"] if dev.type == "cpu" else torch.cuda.max_memory_allocated(dev)
+    med = statistics.median(times)
+    flops = sampling_flops(model.cfg, batch, cfg > 0)
+    per_scale = [statistics.median(col) * 1e3 for col in zip(*scale_times)]
+    transformer_s = sum(per_scale) / 1e3
+    return {
+        "mask": mask_kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
+        "threads": torch.get_num_threads(), "runs": runs,
+        "images_per_s": batch / med, "ms_per_image": med * 1e3 / batch, "s_per_batch": med,
+        "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times) * 1e3,
+        "peak_memory_bytes": int(peak), "cache_bytes": int(cache),
+        "transformer_gflop": flops / 1e9, "transformer_gflop_per_s": flops / 1e9 / transformer_s,
+        "tokens": model.cfg.num_tokens, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def bench_train(spec: BenchModel, mask_kind: str, batch: int, runs: int = 5, warmup: int = 1,
+                device: str = "cpu", dtype: str = "fp32", seed: int = 0) -> dict:
+    """One benchmark record of a training step (forward + backward + AdamW) on random tokens."""
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    L = model.cfg.num_tokens
+    x = torch.randn(batch, L - model.first_l, spec.cvae, device=dev)
+    tokens = torch.randint(0, spec.vocab, (batch, L), device=dev)
+    labels = torch.arange(batch, device=dev) % spec.num_classes
+    times = []
+    with peak_rss() as mem:
+        for i in range(warmup + runs):
+            _sync(dev)
+            t0 = time.perf_counter()
+            with autocast(dev, dtype):
+                logits = model(labels, x)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), tokens)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _sync(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"mask": mask_kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
+            "threads": torch.get_num_threads(), "runs": runs, "s_per_step": med,
+            "tokens_per_s": batch * L / med, "peak_memory_bytes": int(mem["peak"])}

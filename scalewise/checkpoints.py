@@ -1,0 +1,55 @@
+"""Model files: save and load our tokenizer / transformer checkpoints (atomic, weights_only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from scalewise.config import from_dict, to_dict
+from scalewise.io import load_torch, save_torch
+from scalewise.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.transformer import ScaleTransformer, TransformerConfig
+
+
+def save_model(path: str | os.PathLike, model: Tokenizer | ScaleTransformer, **extra) -> Path:
+    """``{"kind", "config", "state_dict", **extra}`` written atomically."""
+    kind = "tokenizer" if isinstance(model, Tokenizer) else "transformer"
+    return save_torch(path, {"kind": kind, "config": to_dict(model.cfg), "state_dict": model.state_dict(), **extra})
+
+
+def _load(path: str | os.PathLike, kind: str, device: str | torch.device):
+    obj = load_torch(path, map_location=device)
+    if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
+        raise ValueError(f"{path}: not a scalewise {kind} checkpoint (no config/state_dict)")
+    if obj.get("kind", kind) != kind:
+        raise ValueError(f"{path}: holds a {obj.get('kind')} checkpoint, expected a {kind}")
+    return obj
+
+
+def load_tokenizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> Tokenizer:
+    """The tokenizer saved at ``path`` (by the ``train_vqvae`` stage), in eval mode."""
+    obj = _load(path, "tokenizer", device)
+    model = Tokenizer(from_dict(TokenizerConfig, obj["config"], f"{path}: config"))
+    _load_state(model, obj["state_dict"], path)
+    return model.to(device).eval()
+
+
+def load_transformer(path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaleTransformer:
+    """The transformer saved at ``path`` (by the ``train`` stage), in eval mode."""
+    obj = _load(path, "transformer", device)
+    model = ScaleTransformer(from_dict(TransformerConfig, obj["config"], f"{path}: config"))
+    _load_state(model, obj["state_dict"], path)
+    return model.to(device).eval()
+
+
+def _load_state(model: torch.nn.Module, state: dict, path) -> None:
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    shape = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
+    if missing or unexpected or shape:
+        raise ValueError(f"{path}: checkpoint does not match its config: missing {missing[:8]}, "
+                         f"unexpected {unexpected[:8]}, mis-shaped {shape[:8]}")
+    model.load_state_dict(state)
