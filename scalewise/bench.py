@@ -90,13 +90,21 @@ def peak_rss(interval_s: float = 0.005) -> Iterator[dict]:
         result["peak"] = max(result["peak"], proc.memory_info().rss)
 
 
+DTYPES = ("fp32", "bf16", "bf16-autocast")
+
+
 def autocast(device: torch.device, dtype: str):
-    """bf16 autocast on the given device, or nothing for fp32."""
-    if dtype == "fp32":
-        return nullcontext()
-    if dtype == "bf16":
+    """``bf16-autocast``: autocast on the device; ``fp32`` / ``bf16`` (weights cast): nothing."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; allowed: {list(DTYPES)}")
+    if dtype == "bf16-autocast":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ValueError(f"unknown dtype {dtype!r}; allowed: fp32, bf16")
+    return nullcontext()
+
+
+def weight_dtype(dtype: str) -> torch.dtype:
+    """Parameter dtype of a benchmark setting: bf16 weights for ``bf16``, fp32 otherwise."""
+    return torch.bfloat16 if dtype == "bf16" else torch.float32
 
 
 def _sync(device: torch.device) -> None:
@@ -109,8 +117,10 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
     """One benchmark record of :func:`generate` for a mask kind and batch size."""
     dev = torch.device(device)
     torch.manual_seed(seed)
-    tok = Tokenizer(spec.tokenizer_config()).to(dev).eval()
-    model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev).eval()
+    autocast(dev, dtype)  # validates the name
+    wd = weight_dtype(dtype)
+    tok = Tokenizer(spec.tokenizer_config()).to(dev, wd).eval().channels_last_()
+    model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev, wd).eval()
     labels = torch.arange(batch) % spec.num_classes
     times, scale_times, decode_times, cache = [], [], [], 0
     if dev.type == "cuda":
@@ -149,6 +159,9 @@ def bench_train(spec: BenchModel, mask_kind: str, batch: int, runs: int = 5, war
     """One benchmark record of a training step (forward + backward + AdamW) on random tokens."""
     dev = torch.device(device)
     torch.manual_seed(seed)
+    autocast(dev, dtype)
+    if dtype == "bf16":
+        raise ValueError("bench train supports fp32 and bf16-autocast (mixed precision), not bf16 weights")
     model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     L = model.cfg.num_tokens

@@ -33,7 +33,7 @@ def load_tokenizer(path: str | os.PathLike, device: str | torch.device = "cpu") 
     obj = _load(path, "tokenizer", device)
     model = Tokenizer(from_dict(TokenizerConfig, obj["config"], f"{path}: config"))
     _load_state(model, obj["state_dict"], path)
-    return model.to(device).eval()
+    return model.to(device).eval().channels_last_()
 
 
 def load_transformer(path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaleTransformer:

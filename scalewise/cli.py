@@ -115,7 +115,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 for batch in args.batch_sizes:
                     rec = bench_sample(spec, mask, batch, args.cfg, args.runs, args.warmup, args.device, dtype)
                     rec["fraction_of_peak"] = rec["transformer_gflop_per_s"] / (
-                        args.peak_gflops_bf16 if dtype == "bf16" else args.peak_gflops)
+                        args.peak_gflops_bf16 if dtype.startswith("bf16") else args.peak_gflops)
                     records.append(rec)
                     print(json.dumps({k: rec[k] for k in ("mask", "dtype", "batch_size", "images_per_s",
                                                           "ms_per_image", "cache_bytes")}), file=sys.stderr)
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", default="causal,markov")
     p.add_argument("--batch-sizes", type=_ints, default=[1, 8])
     p.add_argument("--batch-size", type=int, default=8, help="bench train: batch size")
-    p.add_argument("--dtypes", default="fp32", help="fp32, bf16 or both (comma-separated)")
+    p.add_argument("--dtypes", default="fp32", help="comma-separated: fp32, bf16 (bf16 weights), bf16-autocast")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")

@@ -71,9 +71,16 @@ def check_sampling_args(cfg: float, top_k: int, top_p: float, temperature: float
 
 
 def draw(probs_BlV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One token per position from ``probs`` (B, l, V) -> int64 (B, l)."""
+    """One token per position from ``probs`` (B, l, V) -> int64 (B, l).
+
+    Inverse-CDF sampling: one uniform number per position and a binary search in the
+    cumulative distribution (``torch.multinomial`` draws V exponentials per position).
+    """
     B, l, V = probs_BlV.shape
-    return torch.multinomial(probs_BlV.reshape(B * l, V), 1, generator=generator).view(B, l)
+    cdf = probs_BlV.float().cumsum(-1)  # (B, l, V)
+    u = torch.rand(B, l, 1, generator=generator, device=probs_BlV.device) * cdf[..., -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    return idx.clamp_(max=V - 1)
 
 
 @dataclass
@@ -144,7 +151,8 @@ class _Runner:
             capacity = max(a * a + b * b for a, b in zip([0] + self.pn[:-1], self.pn))
         else:
             capacity = 0
-        dtype = cond_BD.dtype
+        dev = cond_BD.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else cond_BD.dtype
         self.slots = [KVSlot(B, H, capacity, hd, dtype, cond_BD.device) for _ in model.blocks] if capacity else None
 
     @property

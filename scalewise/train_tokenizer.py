@@ -2,13 +2,14 @@
 
 Training resumes from ``<state_dir>/last.pt`` when that file was written for the same
 configuration and data (``run_key``); otherwise it starts fresh. The checkpoint is written
-atomically every ``ckpt_every`` steps and holds the model, optimiser, step, the RNG state of
+atomically every ``ckpt_every`` steps (keyed by config, data and the training code) and holds the model, optimiser, step, the RNG state of
 batch sampling and the logged curve, so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from scalewise.config import ConfigError, to_dict
 from scalewise.metrics import psnr
-from scalewise.resume import Checkpointer, run_key
+from scalewise.resume import Checkpointer, StepLog, run_key
 from scalewise.tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -106,15 +107,16 @@ def train_tokenizer(
     model = Tokenizer(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Checkpointer(state_dir, run_key(to_dict(cfg), data_hash), model, opt, gen)
+    code = [sys.modules[Tokenizer.__module__], sys.modules[__name__]]
+    ckpt = Checkpointer(state_dir, run_key(to_dict(cfg), data_hash, code), model, opt, gen)
     ckpt_path = ckpt.path
     step, history = ckpt.restore(device)
     resumed_from = step
 
     data = images_u8  # kept as uint8 on the CPU; batches are converted on the fly
     model.train()
-    acc: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=step, desc="train_vqvae", disable=not progress)
+    log = StepLog(cfg.log_every, cfg.steps, history, on_log, bar, show=("loss", "perplexity"))
     while step < cfg.steps:
         idx = torch.randint(data.shape[0], (cfg.batch_size,), generator=gen)
         x = to_unit(data[idx]).to(device)
@@ -141,16 +143,7 @@ def train_tokenizer(
         bar.update(1)
         row = {"loss": loss.item(), "recon_mse": recon_mse.item(), "commit_loss": q.commit_loss.item(),
                "perplexity": q.perplexity, "batch_usage": q.usage, "lr": lr}
-        for k, v in row.items():
-            acc[k] = acc.get(k, 0.0) + v
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            n = (step - 1) % cfg.log_every + 1
-            avg = {k: v / n for k, v in acc.items()}
-            acc = {}
-            history.append({"step": step, **avg})
-            bar.set_postfix(loss=f"{avg['loss']:.4f}", ppl=f"{avg['perplexity']:.0f}")
-            if on_log is not None:
-                on_log(step, avg)
+        log.add(step, row)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             ckpt.save(step, history)
     bar.close()

@@ -9,6 +9,7 @@ tokens and is scored only on the hidden tokens of that scale.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from scalewise.config import ConfigError, to_dict
-from scalewise.resume import Checkpointer, run_key
+from scalewise.resume import Checkpointer, StepLog, run_key
 from scalewise.tokenizer import Tokenizer
 from scalewise.train_tokenizer import lr_at, resolve_device, to_unit
 from scalewise.transformer import ScaleTransformer, TransformerConfig
@@ -163,14 +164,15 @@ def train_transformer(
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(cfg.seed)
     key_cfg = {"train": to_dict(cfg), "model": to_dict(model_cfg), "init": init_state is not None}
-    ckpt = Checkpointer(state_dir, run_key(key_cfg, data_hash), model, opt, gen)
+    code = [sys.modules[ScaleTransformer.__module__], sys.modules[__name__]]
+    ckpt = Checkpointer(state_dir, run_key(key_cfg, data_hash, code), model, opt, gen)
     step, history = ckpt.restore(device)
     resumed_from = step
     slices = model.scale_slices()
     null = model_cfg.num_classes
     model.train()
-    acc_sum: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train[{model_cfg.mask_kind}]", disable=not progress)
+    log = StepLog(cfg.log_every, cfg.steps, history, on_log, bar, show=("loss", "acc"))
     while step < cfg.steps:
         idx = torch.randint(tokens_NL.shape[0], (cfg.batch_size,), generator=gen)
         tokens, x = tokens_NL[idx], x_NLCv[idx]
@@ -206,16 +208,7 @@ def train_transformer(
                    "grad_norm": float(grad_norm), "lr": lr}
             for k, sl in enumerate(slices, start=1):
                 row[f"acc_scale_{k}"] = float(hit[plain, sl].mean()) if plain.any() else 0.0
-        for k, v in row.items():
-            acc_sum[k] = acc_sum.get(k, 0.0) + v
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            n = (step - 1) % cfg.log_every + 1
-            avg = {k: v / n for k, v in acc_sum.items()}
-            acc_sum = {}
-            history.append({"step": step, **avg})
-            bar.set_postfix(loss=f"{avg['loss']:.3f}", acc=f"{avg['acc']:.3f}")
-            if on_log is not None:
-                on_log(step, avg)
+        log.add(step, row)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             ckpt.save(step, history)
     bar.close()

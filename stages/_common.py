@@ -56,3 +56,11 @@ def run_main(main) -> None:
     except (ConfigError, FileNotFoundError, FloatingPointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def write_curve(path: str | Path, history: list[dict], cols: list[str]) -> Path:
+    """The logged training curve as CSV (a DVC plot), written atomically."""
+    from scalewise.io import write_text
+
+    lines = [",".join(cols)] + [",".join(f"{row[c]:.6g}" for c in cols) for row in history]
+    return write_text(path, "\n".join(lines) + "\n")

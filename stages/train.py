@@ -18,13 +18,13 @@ from scalewise.checkpoints import load_tokenizer, load_transformer, save_model
 from scalewise.config import ConfigError, from_dict, to_dict
 from scalewise.data import load_split
 from scalewise.images import save_grid, to_uint8
-from scalewise.io import write_json, write_text
+from scalewise.io import write_json
 from scalewise.sampling import generate
 from scalewise.train_transformer import (
     TrainConfig, VariantConfig, build_model_config, class_mean_proxy, encode_dataset,
     evaluate_transformer, train_transformer,
 )
-from stages._common import load_params, run_main, section, tracked
+from stages._common import load_params, run_main, section, tracked, write_curve
 
 
 def main() -> None:
@@ -82,9 +82,9 @@ def main() -> None:
         })
         save_model(out_model, model, class_names=class_names, variant=args.variant)
         write_json(f"metrics/train_{args.variant}.json", metrics)
-        cols = ["step", "loss", "acc", "grad_norm", "lr"]
-        lines = [",".join(cols)] + [",".join(f"{row[c]:.6g}" for c in cols) for row in result.history]
-        write_text(f"plots/train_{args.variant}.csv", "\n".join(lines) + "\n")
+        per_scale = [f"acc_scale_{k}" for k in range(1, len(model_cfg.patch_nums) + 1)]
+        write_curve(f"plots/train_{args.variant}.csv", result.history,
+                    ["step", "loss", "acc", *per_scale, "grad_norm", "lr"])
         tracker.log_metrics({"test/loss": metrics["test_loss"], "test/class_mean_proxy": metrics["class_mean_proxy"]},
                             step=cfg.steps)
         for k, v in enumerate(metrics["test_acc_by_scale"], start=1):

@@ -16,10 +16,10 @@ import torch
 from scalewise.config import from_dict, to_dict
 from scalewise.data import load_split
 from scalewise.images import save_grid
-from scalewise.io import write_json, write_text
+from scalewise.io import write_json
 from scalewise.checkpoints import save_model
 from scalewise.train_tokenizer import TrainVQVAEConfig, evaluate_tokenizer, to_unit, train_tokenizer
-from stages._common import load_params, run_main, section, tracked
+from stages._common import load_params, run_main, section, tracked, write_curve
 
 
 def recon_grid(model, images_u8: torch.Tensor) -> torch.Tensor:
@@ -65,9 +65,8 @@ def main() -> None:
         save_model(args.model_out, model)
         grid = save_grid(recon_grid(model, test_u8[:8]), Path(args.reports) / "recon_grid.png", nrow=8)
         write_json(args.metrics, metrics)
-        cols = ["step", "loss", "recon_mse", "commit_loss", "perplexity", "batch_usage", "lr"]
-        lines = [",".join(cols)] + [",".join(f"{row[c]:.6g}" for c in cols) for row in result.history]
-        write_text(args.plot, "\n".join(lines) + "\n")
+        write_curve(args.plot, result.history,
+                    ["step", "loss", "recon_mse", "commit_loss", "perplexity", "batch_usage", "lr"])
 
         tracker.log_metrics({"test/psnr": metrics["psnr"], "test/codebook_usage": metrics["codebook_usage"],
                              "test/perplexity": metrics["perplexity"]}, step=cfg.steps)

@@ -56,7 +56,7 @@ def test_flow_runs_every_stage_through_dvc_and_tracks_it(tmp_path):
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     stages = {r.data.tags["scalewise.stage"] for r in runs
               if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
-    assert stages == {"prepare", "train_vqvae"}
+    assert stages == {"prepare", "train_vqvae", "train@var", "train@srdd"}
     assert "metrics.md" in {a.path for a in client.list_artifacts(parent[0].info.run_id)}
 
     # Second run: DVC owns caching, nothing re-runs.

@@ -88,7 +88,7 @@ def test_changing_a_train_param_reruns_only_that_stage(project, tmp_path):
     params["tracking"]["enabled"] = False  # stages must also run with tracking off
     write_params(root, params)
     status = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
-    assert set(status) == {"train_vqvae", "train@var", "train@srdd"}  # the stage and its descendants
+    assert set(status) == {"train_vqvae"}  # descendants re-run once its outputs change:
     out = run([sys.executable, "-m", "dvc", "repro"], root).stdout
     assert "Stage 'prepare' didn't change" in out and "Running stage 'train_vqvae'" in out
     assert "Running stage 'train@srdd'" in out

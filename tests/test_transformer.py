@@ -178,3 +178,33 @@ def test_bad_sampling_input_is_a_clear_error():
     from scalewise.config import ConfigError
     with pytest.raises(ConfigError, match="mask_kind='blockwise' is unknown"):
         TransformerConfig(mask_kind="blockwise")
+
+
+def test_draw_follows_the_distribution_and_never_picks_impossible_tokens():
+    from scalewise.sampling import draw
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3]).repeat(2, 20000, 1)
+    freq = torch.bincount(draw(probs, g).flatten(), minlength=4).float() / 40000
+    torch.testing.assert_close(freq, torch.tensor([0.1, 0.0, 0.6, 0.3]), atol=0.01, rtol=0)
+    one_hot = torch.zeros(1, 7, 4)
+    one_hot[..., 3] = 1
+    assert draw(one_hot, g).eq(3).all()
+
+
+def test_bf16_weights_generate_the_same_kind_of_output():
+    model, tok = tiny_pair([1, 2, 3, 4], "causal")
+    g32 = generate(model, tok, [0, 1], cfg=1.5, seed=0, return_logits=True)
+    g16 = generate(model.to(torch.bfloat16), tok.to(torch.bfloat16), [0, 1], cfg=1.5, seed=0, return_logits=True)
+    assert g16.images.shape == g32.images.shape and torch.isfinite(g16.images.float()).all()
+    # bf16 logits stay close to fp32 ones on the first scale (same inputs there).
+    torch.testing.assert_close(g16.logits[0], g32.logits[0], atol=0.15, rtol=0.05)
+
+
+def test_unconditional_model_has_one_class_and_a_null_class():
+    _, tok = tiny_pair([1, 2, 3, 4], "markov")
+    model = ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=32, cvae=8,
+                                               patch_nums=[1, 2, 3, 4], num_classes=1, mask_kind="markov")).eval()
+    assert model.class_emb.num_embeddings == 2
+    g = generate(model, tok, [0, 0, 0], cfg=1.0, seed=0)
+    assert g.images.shape[0] == 3
