@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from scalewise.io import atomic_path
+
+
+def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) in 0..255 -> float32 in [-1, 1], same shape."""
+    return images_u8.float().div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -30,6 +34,7 @@ def save_png(image_u8_CHW: torch.Tensor, path: str | os.PathLike) -> Path:
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, pad: int = 2) -> Path:
     """Save float images in [-1, 1] (N, C, H, W) as one PNG grid with ``nrow`` images per row."""
+    from torchvision.utils import make_grid  # imported here: torchvision takes ~2 s to import
     grid = make_grid(to_uint8(images), nrow=nrow, padding=pad, pad_value=128)  # (3, H', W')
     if images.shape[1] == 1:
         grid = grid[:1]

@@ -46,8 +46,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically (tensors, numbers, strings, lists, dicts only)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # Through a handle: given a path, torch.save records the (random) temp file name in
+        # the archive, and identical content would hash differently for DVC.
+        torch.save(obj, fh)
     return Path(path)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from scalewise.config import ConfigError, to_dict
+from scalewise.images import to_unit
 from scalewise.metrics import psnr
 from scalewise.resume import Checkpointer, StepLog, run_key
 from scalewise.tokenizer import Tokenizer, TokenizerConfig
@@ -65,11 +66,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={name!r} requested but MPS is not available; use device: cpu")
     return device
-
-
-def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, C, H, W) in 0..255 -> float32 in [-1, 1]."""
-    return images_u8.float().div(127.5).sub(1.0)
 
 
 @dataclass

@@ -104,3 +104,9 @@ def test_sample_and_bench_commands(tmp_path):
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
                     "--masks", "causal", "--batch-size", "2", "--runs", "2")
     assert out.returncode == 0 and json.loads(out.stdout)[0]["tokens_per_s"] > 0
+
+
+def test_saved_files_are_byte_identical_for_identical_content(tmp_path):
+    a = save_torch(tmp_path / "a.pt", {"w": torch.arange(5)}).read_bytes()
+    b = save_torch(tmp_path / "a.pt", {"w": torch.arange(5)}).read_bytes()
+    assert a == b, "DVC hashes outputs: the same content must give the same bytes"
