@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from scalewise.allocator import freed_memory_kept
 from scalewise.masks import context_scales
 from scalewise.sampling import generate
 from scalewise.tokenizer import Tokenizer, TokenizerConfig
@@ -62,8 +63,58 @@ def sampling_flops(cfg: TransformerConfig, batch: int, cfg_on: bool) -> float:
         n = p * p
         ctx = sum(pn[j] ** 2 for j in context_scales(si, cfg.mask_kind))
         per_token = D * (2 * C * 3 * C + 2 * C * C + 2 * 2 * C * round(cfg.mlp_ratio * C) + 2 * 2 * ctx * C)
-        total += rows * n * (per_token + 2 * C * V + 2 * cfg.cvae * C)
+        # the head runs on the guided hidden state: `batch` rows, not `rows`
+        total += rows * n * (per_token + 2 * cfg.cvae * C) + batch * n * 2 * C * V
     return float(total)
+
+
+def decoder_flops(tokenizer: Tokenizer, batch: int) -> float:
+    """Convolution FLOPs of decoding ``batch`` latents to images (counted with forward hooks)."""
+    total = [0.0]
+
+    def hook(mod: torch.nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        total[0] += 2.0 * k * out.numel()
+
+    convs = [m for m in tokenizer.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    try:
+        p = tokenizer.patch_nums[-1]
+        param = next(tokenizer.parameters())
+        with torch.no_grad():
+            tokenizer.decoder(torch.zeros(1, tokenizer.cfg.cvae, p, p, device=param.device, dtype=param.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] * batch
+
+
+def matmul_peak_gflops(device: str = "cpu", dtype: str = "fp32", size: int = 1024, repeats: int = 10) -> float:
+    """Measured matrix-multiply throughput (GFLOP/s) of this device, threads and dtype: best of ``repeats``."""
+    dev = torch.device(device)
+    dt = torch.float32 if dtype == "fp32" else torch.bfloat16
+    a = torch.randn(2 * size, size, device=dev, dtype=dt)
+    b = torch.randn(size, size, device=dev, dtype=dt)
+    best, start = float("inf"), time.perf_counter()
+    for _ in range(repeats + 2):
+        _sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() - start > 3.0:  # an emulated dtype: a few runs tell enough
+            break
+    return 2.0 * 2 * size * size * size / best / 1e9
+
+
+def bf16_native(device: str = "cpu") -> bool:
+    """Whether bf16 matrix work runs natively here (AVX512-BF16 / AMX on CPU; any CUDA GPU)."""
+    if torch.device(device).type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @contextmanager
@@ -141,6 +192,7 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
             peak = mem["peak"] if dev.type == "cpu" else torch.cuda.max_memory_allocated(dev)
     med = statistics.median(times)
     flops = sampling_flops(model.cfg, batch, cfg > 0)
+    dec_flops = decoder_flops(tok, batch)
     per_scale = [statistics.median(col) * 1e3 for col in zip(*scale_times)]
     transformer_s = sum(per_scale) / 1e3
     return {
@@ -150,6 +202,9 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
         "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times) * 1e3,
         "peak_memory_bytes": int(peak), "cache_bytes": int(cache),
         "transformer_gflop": flops / 1e9, "transformer_gflop_per_s": flops / 1e9 / transformer_s,
+        "decoder_gflop": dec_flops / 1e9, "total_gflop": (flops + dec_flops) / 1e9,
+        "total_gflop_per_s": (flops + dec_flops) / 1e9 / med,
+        "keep_freed_memory": freed_memory_kept(),
         "tokens": model.cfg.num_tokens, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scalewise.allocator import keep_freed_memory
+
 
 
 def _venv_env() -> dict[str, str]:
@@ -99,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from scalewise.bench import BenchModel, bench_sample, bench_train
+    from scalewise.bench import BenchModel, bench_sample, bench_train, bf16_native, matmul_peak_gflops
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,12 +112,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     spec.tokenizer_config().check_image_size(args.image_size)
     records = []
     for dtype in args.dtypes.split(","):
+        native = dtype == "fp32" or bf16_native(args.device)
+        if not native:
+            print(f"warning: this CPU has no native bf16 matrix unit; {dtype} runs emulated and slowly",
+                  file=sys.stderr)
+        given = args.peak_gflops if dtype == "fp32" else args.peak_gflops_bf16
+        peak = given or matmul_peak_gflops(args.device, "fp32" if dtype == "fp32" else "bf16")
         for mask in args.masks.split(","):
             if args.what == "sample":
                 for batch in args.batch_sizes:
                     rec = bench_sample(spec, mask, batch, args.cfg, args.runs, args.warmup, args.device, dtype)
-                    rec["fraction_of_peak"] = rec["transformer_gflop_per_s"] / (
-                        args.peak_gflops_bf16 if dtype.startswith("bf16") else args.peak_gflops)
+                    rec.update(peak_gflop_per_s=peak, peak_measured=not given, bf16_native=bf16_native(args.device),
+                               fraction_of_peak=rec["total_gflop_per_s"] / peak,
+                               transformer_fraction_of_peak=rec["transformer_gflop_per_s"] / peak)
                     records.append(rec)
                     print(json.dumps({k: rec[k] for k in ("mask", "dtype", "batch_size", "images_per_s",
                                                           "ms_per_image", "cache_bytes")}), file=sys.stderr)
@@ -184,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--peak-gflops", type=float, default=200.0, help="fp32 matmul peak of this machine")
-    p.add_argument("--peak-gflops-bf16", type=float, default=850.0)
+    p.add_argument("--peak-gflops", type=float, default=0.0,
+                   help="fp32 matmul peak (GFLOP/s) for fraction_of_peak; 0 = measure it here")
+    p.add_argument("--peak-gflops-bf16", type=float, default=0.0, help="bf16 matmul peak; 0 = measure it here")
     p.add_argument("--json", default=None, help="also write the JSON list here")
     p.set_defaults(func=cmd_bench)
     return ap
@@ -193,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError

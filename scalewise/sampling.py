@@ -33,9 +33,12 @@ def cfg_scale(cfg: float, si: int, num_scales: int, schedule: str = "linear") ->
     raise ValueError(f"unknown cfg_schedule {schedule!r}; allowed: {list(CFG_SCHEDULES)}")
 
 
-def combine_cfg(logits_2BlV: torch.Tensor, t: float) -> torch.Tensor:
-    """``(1 + t) * cond - t * uncond`` from the stacked [cond; uncond] logits (2B, l, V) -> (B, l, V)."""
-    cond, uncond = logits_2BlV.chunk(2)
+def combine_cfg(x_2Bl_: torch.Tensor, t: float) -> torch.Tensor:
+    """``(1 + t) * cond - t * uncond`` from stacked [cond; uncond] rows (2B, l, ...) -> (B, l, ...).
+
+    Applied to logits, or (equivalently, the head being linear) to the head's input.
+    """
+    cond, uncond = x_2Bl_.chunk(2)
     return cond * (1 + t) - uncond * t
 
 
@@ -133,7 +136,7 @@ class Generation:
     cache_bytes: int = 0
 
 
-class _Runner:
+class ScaleRunner:
     """Runs the transformer one scale at a time with the cache the mask kind needs."""
 
     def __init__(self, model: ScaleTransformer, cond_BD: torch.Tensor):
@@ -179,12 +182,20 @@ class _Runner:
             slot.k[:, :, :n] = slot.k[:, :, start:start + n].clone()
             slot.v[:, :, :n] = slot.v[:, :, start:start + n].clone()
 
-    def logits(self, h_BnC: torch.Tensor, si: int, refine: bool = False) -> torch.Tensor:
-        """Logits (B', n, V) of scale ``si`` given its input embeddings (B', n, C)."""
+    def logits(self, h_BnC: torch.Tensor, si: int, t: float | None = None, refine: bool = False) -> torch.Tensor:
+        """Logits of scale ``si`` given its input embeddings (B', n, C).
+
+        With ``t`` (CFG on, rows = [cond; uncond]) the guided logits (B'/2, n, V) are returned.
+        The head is linear, so guiding its input, ``head((1+t) h_c - t h_u)``, equals guiding
+        its output and halves the head's work. ``t=None``: raw logits of every row (B', n, V).
+        """
         self._place(si, frozen=refine)
         for i, blk in enumerate(self.model.blocks):
             h_BnC = blk(h_BnC, self.mods[i], None, self.slots[i] if self.slots else None)
-        return self.model.head(self.model.head_nm(h_BnC, self.head_mod)).float()
+        h_BnC = self.model.head_nm(h_BnC, self.head_mod)
+        if t is not None:
+            h_BnC = combine_cfg(h_BnC, t)
+        return self.model.head(h_BnC).float()
 
     def finish_scale(self, si: int) -> None:
         self._shift_prev(si)
@@ -239,7 +250,7 @@ def generate(
 
     all_labels = torch.cat((labels_B, torch.full_like(labels_B, model.num_classes))) if use_cfg else labels_B
     cond_BD = model.cond(all_labels)
-    runner = _Runner(model, cond_BD)
+    runner = ScaleRunner(model, cond_BD)
     H = tokenizer.patch_nums[-1]
     f_hat = cond_BD.new_zeros(B, tokenizer.cfg.cvae, H, H)
     h = model.embed_inputs(cond_BD, None, model.scale_slices()[0])
@@ -249,9 +260,8 @@ def generate(
         base = h
         if model.cfg.masked_objective:
             h = base + model.mask_embed
-        raw = runner.logits(h, si)
         t = cfg_scale(cfg, si, K, cfg_schedule)
-        logits = combine_cfg(raw, t) if use_cfg else raw
+        logits = runner.logits(h, si, t if use_cfg else None)
         if return_logits:
             out.logits.append(logits)
         probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
@@ -267,11 +277,9 @@ def generate(
                     break
                 revealed = ~low
                 tok2, rev2 = (tokens.repeat(2, 1), revealed.repeat(2, 1)) if use_cfg else (tokens, revealed)
-                raw2 = runner.logits(base + model.reveal_embed(tok2, rev2), si, refine=True)
-                if use_cfg and resample.use_cfg:
-                    logits2 = combine_cfg(raw2, t)
-                else:
-                    logits2 = raw2[:B]
+                guided = use_cfg and resample.use_cfg
+                logits2 = runner.logits(base + model.reveal_embed(tok2, rev2), si, t if guided else None, refine=True)
+                logits2 = logits2[:B]  # unguided refinement: the conditional rows
                 probs2 = filter_logits(logits2 / temperature, top_k, top_p).softmax(-1)
                 tokens = torch.where(low, draw(probs2, gen), tokens)
                 probs = torch.where(low.unsqueeze(-1), probs2, probs)

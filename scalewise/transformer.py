@@ -104,6 +104,20 @@ class SelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, Lq, H * hd))
 
 
+_GELU_C = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh_(x: torch.Tensor) -> torch.Tensor:
+    """GELU (tanh approximation) computed in place, without autograd.
+
+    Uses ``0.5 x (1 + tanh(u)) = x * sigmoid(2u)``, u = sqrt(2/pi) (x + 0.044715 x^3): the same
+    function as ``F.gelu(x, approximate="tanh")`` (within 1e-6) at about twice its CPU speed.
+    """
+    u = x * x
+    u.mul_(0.044715 * _GELU_C).add_(_GELU_C).mul_(x)
+    return x.mul_(u.sigmoid_())
+
+
 class FFN(nn.Module):
     def __init__(self, width: int, hidden: int):
         super().__init__()
@@ -112,7 +126,8 @@ class FFN(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)
+        return self.fc2(self.act(h) if torch.is_grad_enabled() else gelu_tanh_(h))
 
 
 class AdaLNSelfAttn(nn.Module):
@@ -133,13 +148,13 @@ class AdaLNSelfAttn(nn.Module):
     def forward(self, x_BLC: torch.Tensor, mod_B16C: torch.Tensor, bias: torch.Tensor | None,
                 kv: "KVSlot | None" = None) -> torch.Tensor:
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mod_B16C.unbind(2)  # each (B, 1, C)
-        h = self.ln_wo_grad(x_BLC) * (scale1 + 1) + shift1
+        h = torch.addcmul(shift1, self.ln_wo_grad(x_BLC), scale1 + 1)
         q, k, v = self.attn.qkv(h)
         if kv is not None:
             k, v = kv.extend(k, v)
-        x_BLC = x_BLC + self.attn.attend(q, k, v, bias) * gamma1
-        h = self.ln_wo_grad(x_BLC) * (scale2 + 1) + shift2
-        return x_BLC + self.ffn(h) * gamma2
+        x_BLC = torch.addcmul(x_BLC, self.attn.attend(q, k, v, bias), gamma1)
+        h = torch.addcmul(shift2, self.ln_wo_grad(x_BLC), scale2 + 1)
+        return torch.addcmul(x_BLC, self.ffn(h), gamma2)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -153,7 +168,7 @@ class AdaLNBeforeHead(nn.Module):
 
     def forward(self, x_BLC: torch.Tensor, mod_B12C: torch.Tensor) -> torch.Tensor:
         scale, shift = mod_B12C.unbind(2)
-        return self.ln_wo_grad(x_BLC) * (scale + 1) + shift
+        return torch.addcmul(shift, self.ln_wo_grad(x_BLC), scale + 1)
 
 
 class KVSlot:

@@ -51,6 +51,9 @@ def tracked(stage: str, params: dict[str, Any], stage_params: dict[str, Any]) ->
 
 def run_main(main) -> None:
     """Run a stage's ``main()``; bad params/input or a NaN loss exits 2 with one clear line."""
+    from scalewise.allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         main()
     except (ConfigError, FileNotFoundError, FloatingPointError, ValueError) as exc:

@@ -208,3 +208,26 @@ def test_unconditional_model_has_one_class_and_a_null_class():
     assert model.class_emb.num_embeddings == 2
     g = generate(model, tok, [0, 0, 0], cfg=1.0, seed=0)
     assert g.images.shape[0] == 3
+
+
+def test_inplace_gelu_matches_torch_tanh_gelu():
+    from scalewise.transformer import gelu_tanh_
+
+    x = torch.linspace(-8, 8, 4001)
+    expected = torch.nn.functional.gelu(x, approximate="tanh")
+    assert torch.allclose(gelu_tanh_(x.clone()), expected, atol=2e-6)
+
+
+def test_inference_block_equals_training_block():
+    """The no-grad fast path (in-place GELU, fused modulation) computes the same function."""
+    torch.manual_seed(0)
+    model = ScaleTransformer(TransformerConfig(depth=2, vocab_size=32, cvae=4, patch_nums=[1, 2, 3], num_classes=3))
+    for blk in model.blocks:  # non-zero AdaLN so the modulation matters
+        torch.nn.init.normal_(blk.ada_lin[1].weight, std=0.05)
+    labels = torch.tensor([0, 2])
+    x = torch.randn(2, model.cfg.num_tokens - 1, 4)
+    with torch.enable_grad():
+        grad_path = model(labels, x)
+    with torch.no_grad():
+        fast_path = model(labels, x)
+    assert torch.allclose(grad_path, fast_path, atol=1e-5)
