@@ -4,7 +4,8 @@
     scalewise stage NAME [ARGS]  run one stage outside DVC (debugging)
     scalewise stages             list the pipeline's stages in DVC order
     scalewise sample ...         checkpoint -> PNG grid or folder of PNGs
-    scalewise bench sample|train speed / memory benchmark, JSON out
+    scalewise restore ...        restore your own image (inpaint, outpaint, superres, deblur)
+    scalewise bench sample|train|restore  speed / memory benchmark, JSON out
 """
 
 from __future__ import annotations
@@ -96,20 +97,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def _bench_sample_train(args: argparse.Namespace, spec) -> list[dict]:
     import json
 
-    import torch
+    from scalewise.bench import bench_sample, bench_train, bf16_native, matmul_peak_gflops
 
-    from scalewise.bench import BenchModel, bench_sample, bench_train, bf16_native, matmul_peak_gflops
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    spec = BenchModel(depth=args.depth, width=args.width or 64 * args.depth, heads=args.heads or args.depth,
-                      image_size=args.image_size, downsample=args.downsample, patch_nums=tuple(args.patch_nums),
-                      vocab=args.vocab, cvae=args.cvae, tokenizer_ch=args.tokenizer_ch,
-                      num_classes=args.num_classes)
-    spec.tokenizer_config().check_image_size(args.image_size)
     records = []
     for dtype in args.dtypes.split(","):
         native = dtype == "fp32" or bf16_native(args.device)
@@ -130,6 +122,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                           "ms_per_image", "cache_bytes")}), file=sys.stderr)
             else:
                 records.append(bench_train(spec, mask, args.batch_size, args.runs, args.warmup, args.device, dtype))
+    return records
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from scalewise.bench import BenchModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = BenchModel(depth=args.depth, width=args.width or 64 * args.depth, heads=args.heads or args.depth,
+                      image_size=args.image_size, downsample=args.downsample, patch_nums=tuple(args.patch_nums),
+                      vocab=args.vocab, cvae=args.cvae, tokenizer_ch=args.tokenizer_ch,
+                      num_classes=args.num_classes)
+    spec.tokenizer_config().check_image_size(args.image_size)
+    records = _bench_restore(args, spec) if args.what == "restore" else _bench_sample_train(args, spec)
     text = json.dumps(records, indent=2)
     if args.json:
         from scalewise.io import write_text
@@ -137,6 +147,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_text(args.json, text + "\n")
     print(text)
     return 0
+
+
+def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
+    import json
+
+    from scalewise.bench_restore import bench_restore, random_models
+    from scalewise.checkpoints import load_tokenizer, load_transformer
+    from scalewise.posterior.guidance import PosteriorGuidanceConfig
+
+    config = PosteriorGuidanceConfig(grad_steps=args.grad_steps)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if (args.model is None) != (args.tokenizer is None):
+        raise ValueError("bench restore: give both --model and --tokenizer, or neither (random weights)")
+    pairs = ([(load_transformer(args.model, args.device), load_tokenizer(args.tokenizer, args.device))]
+             if args.model else [random_models(spec, mask, args.device) for mask in args.masks.split(",")])
+    records = []
+    for model, tok in pairs:
+        for task in args.tasks.split(","):
+            for batch in args.batch_sizes:
+                rec = bench_restore(model, tok, task, batch, config, methods, args.runs, args.warmup)
+                records.append(rec)
+                print(json.dumps({k: rec[k] for k in ("task", "mask", "batch_size", "ratio_to_prior")}),
+                      file=sys.stderr)
+    return records
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,8 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", default=None, help="also write one PNG per sample here")
     p.set_defaults(func=cmd_sample)
 
+    from scalewise.cli_restore import add_parser as add_restore_parser
+
+    add_restore_parser(sub)
+
     p = sub.add_parser("bench", help="speed/memory benchmark of sampling or training; prints JSON")
-    p.add_argument("what", choices=["sample", "train"])
+    p.add_argument("what", choices=["sample", "train", "restore"])
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--width", type=int, default=0, help="0 = 64 * depth")
     p.add_argument("--heads", type=int, default=0, help="0 = depth")
@@ -196,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-gflops", type=float, default=0.0,
                    help="fp32 matmul peak (GFLOP/s) for fraction_of_peak; 0 = measure it here")
     p.add_argument("--peak-gflops-bf16", type=float, default=0.0, help="bf16 matmul peak; 0 = measure it here")
+    p.add_argument("--tasks", default="box_inpaint,sr_x4", help="bench restore: comma-separated tasks "
+                   "(box_inpaint, random_inpaint, outpaint, sr_x2, sr_x4, deblur)")
+    p.add_argument("--methods", default="prior,clamp,guided,clamp+guided", help="bench restore: methods")
+    p.add_argument("--grad-steps", type=int, default=1, help="bench restore: guidance gradient steps per scale")
+    p.add_argument("--model", default=None, help="bench restore: a transformer checkpoint instead of random weights")
+    p.add_argument("--tokenizer", default=None, help="bench restore: the tokenizer checkpoint (with --model)")
     p.add_argument("--json", default=None, help="also write the JSON list here")
     p.set_defaults(func=cmd_bench)
     return ap

@@ -39,3 +39,43 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, pad:
     if images.shape[1] == 1:
         grid = grid[:1]
     return save_png(grid, path)
+
+
+def load_image(path: str | os.PathLike, channels: int, size: int | None = None,
+               resample: int = Image.BICUBIC) -> torch.Tensor:
+    """Read an image file as float32 (1, C, H, W) in [-1, 1], ``channels`` 1 (grey) or 3 (RGB).
+
+    With ``size`` the image is centre-cropped to a square and resized to ``size`` x ``size``.
+    Raises FileNotFoundError / ValueError naming the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = img.convert("L" if channels == 1 else "RGB")
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+    if size is not None and img.size != (size, size):
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((size, size), resample)
+    array = np.asarray(img, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[..., None]
+    return to_unit(torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0))
+
+
+def load_mask(path: str | os.PathLike) -> torch.Tensor:
+    """A mask PNG as uint8 (1, 1, H, W) with its raw grey values 0..255 (validated by the caller)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such mask file")
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("L"), dtype=np.uint8)
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+    return torch.from_numpy(array.copy())[None, None]

@@ -51,6 +51,12 @@ TINY_PARAMS = {
         "var": {"mask_kind": "causal", "init_from": None},
         "srdd": {"mask_kind": "markov", "init_from": None},
     },
+    "degrade": {"num_images": 8, "sigma_y": 0.05, "seed": 0,
+                "tasks": {"box_inpaint": {"kind": "box_inpaint", "size": 6, "position": "center"},
+                          "sr_x4": {"kind": "superres", "factor": 4, "mode": "area"}}},
+    "reconstruct": {"methods": ["prior", "clamp", "guided", "clamp+guided"], "batch_size": 8,
+                    "conditioning": "unconditional", "seed": 0, "device": "cpu", "grid_rows": 4, "threads": 0,
+                    "guidance": {"alpha": 1.0, "grad_steps": 1}},
     "pipeline": {"cron": "0 3 * * *", "work_pool": "scalewise-test", "retries": 0},
 }
 

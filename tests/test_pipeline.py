@@ -46,13 +46,33 @@ def test_repro_writes_metrics_plots_and_model(project):
         assert (root / f"models/{variant}.pt").exists()
 
 
+def test_repro_degrades_and_reconstructs_every_variant_and_task(project):
+    root, _ = project
+    manifest = json.loads((root / "data/degraded/manifest.json").read_text())
+    assert sorted(manifest["tasks"]) == ["box_inpaint", "sr_x4"] and manifest["sigma_y"] == 0.05
+    summary = json.loads((root / "metrics/reconstruct.json").read_text())
+    assert set(summary) == {"var", "srdd"}
+    for variant in ("var", "srdd"):
+        assert set(summary[variant]) == {"box_inpaint", "sr_x4"}
+        for task, methods in summary[variant].items():
+            assert set(methods) == {"prior", "clamp", "guided", "clamp+guided"}
+            for m in methods.values():
+                assert set(m) == {"psnr", "ssim", "consistency", "sec_per_image"}
+                assert m["psnr"] > 0 and -1 <= m["ssim"] <= 1 and m["consistency"] >= 0 and m["sec_per_image"] > 0
+            folder = root / f"reports/reconstruct/{variant}/{task}"
+            assert (folder / "side_by_side.png").stat().st_size > 0
+            assert len(list((folder / "clamp_guided").glob("*.png"))) == 8
+            assert len((folder / "per_image.csv").read_text().splitlines()) == 1 + 4 * 8
+    assert "| sr_x4 | guided |" in (root / "reports/reconstruct_summary.md").read_text()
+
+
 def test_changing_only_srdd_params_reruns_only_srdd(project):
     root, _ = project
     params = json.loads(json.dumps(TINY_PARAMS))
     params["train"]["srdd"]["mask_kind"] = "markov_prev"
     write_params(root, params)
     status = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
-    assert set(status) == {"train@srdd"}
+    assert set(status) == {"train@srdd"}  # its reconstructions follow once models/srdd.pt changes
     write_params(root, TINY_PARAMS)
 
 
@@ -67,7 +87,13 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = {r.data.tags["scalewise.stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert set(children) == {"prepare", "train_vqvae", "train@var", "train@srdd"}
+    reconstruct = {f"reconstruct@{v}-{t}" for v in ("var", "srdd") for t in ("box_inpaint", "sr_x4")}
+    assert set(children) == {"prepare", "train_vqvae", "train@var", "train@srdd", "degrade",
+                             "reconstruct_summary"} | reconstruct
+    rec = children["reconstruct@srdd-sr_x4"]
+    assert rec.data.tags["scalewise.task"] == "sr_x4" and rec.data.params["guidance.grad_steps"] == "1"
+    assert {"guided/psnr", "prior/consistency", "clamp_guided/ssim"} <= set(rec.data.metrics)
+    assert "side_by_side.png" in {a.path for a in client.list_artifacts(rec.info.run_id)}
     assert children["train@srdd"].data.tags["scalewise.mask_kind"] == "markov"
     assert [m.step for m in client.get_metric_history(children["train@var"].info.run_id, "train/loss")] == [5, 10]
     train = children["train_vqvae"]

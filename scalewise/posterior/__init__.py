@@ -1,0 +1,1 @@
+"""Inverse problems: measurement operators, frequency-aware filters and posterior guidance."""

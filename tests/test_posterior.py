@@ -1,0 +1,166 @@
+"""Posterior sampling: filters, the gradient path to the logits, guidance, clamping, per-sample norms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scalewise.images import to_unit
+from scalewise.posterior.filters import FrequencyAwareFilter, bandwidth, lowpass
+from scalewise.posterior.guidance import (
+    GradientGuidedSampler, MeasurementModel, PosteriorGuidanceConfig, _relax, clamp_plan, gumbel_noise,
+)
+from scalewise.posterior.measurements import build_operator
+from scalewise.posterior.restoration import make_sampler, method_flags, restore, score
+from scalewise.transformer import ScaleTransformer, TransformerConfig
+
+
+def test_bandwidth_reaches_full_band_at_the_measurement_nyquist_limit():
+    assert bandwidth(8, 8, 1.0) == 1.0
+    assert bandwidth(2, 8, 1.0) == pytest.approx(0.25)
+    assert bandwidth(2, 8, 0.25) == 1.0  # SR x4: the 2x2 scale already resolves all of y
+    assert bandwidth(1, 8, 0.25) == pytest.approx(0.5)
+    fractions = [bandwidth(p, 8, 0.5) for p in (1, 2, 3, 4, 5, 6, 8)]
+    assert fractions == sorted(fractions) and fractions[3:] == [1.0] * 4
+    with pytest.raises(ValueError, match="measurement_band"):
+        bandwidth(2, 8, 0.0)
+
+
+def test_filter_split_is_exact_and_low_band_is_a_local_mean():
+    r = torch.randn(2, 1, 16, 16)
+    f = FrequencyAwareFilter((1, 2, 4), 1.0)
+    low, high = f.split(r, 0)
+    assert low.shape[-1] == 4 and torch.allclose(low, lowpass(r, 0.25))
+    up = torch.nn.functional.interpolate(low, size=(16, 16), mode="nearest")
+    assert torch.allclose(up + high, r, atol=1e-6)
+    low_full, high_full = f.split(r, 2)
+    assert torch.equal(low_full, r) and torch.count_nonzero(high_full) == 0
+    off = FrequencyAwareFilter((1, 2, 4), 1.0, enabled=False)
+    assert torch.equal(off.split(r, 0)[0], r)
+
+
+@pytest.fixture(scope="module")
+def setup(trained_tokenizer):
+    tok, test_u8 = trained_tokenizer
+    tok.eval()
+    torch.manual_seed(0)
+    cfg = TransformerConfig(depth=1, width=32, heads=2, vocab_size=tok.cfg.vocab_size, cvae=tok.cfg.cvae,
+                            patch_nums=list(tok.patch_nums), num_classes=10, mask_kind="markov")
+    model = ScaleTransformer(cfg).eval()
+    x = to_unit(test_u8[:6])
+    return model, tok, x
+
+
+def test_relaxations_are_distributions_with_gradients():
+    z = torch.randn(2, 3, 5, requires_grad=True)
+    g = gumbel_noise(z.shape, torch.Generator().manual_seed(0), z.device)
+    for kind in ("gumbel", "straight_through"):
+        p = _relax(z, kind, 0.7, g)
+        assert torch.allclose(p.sum(-1), torch.ones(2, 3), atol=1e-5)
+        (grad,) = torch.autograd.grad((p * torch.randn(5)).sum(), z)
+        assert grad.abs().sum() > 0
+    hard = _relax(z, "straight_through", 1.0)
+    assert torch.allclose(hard.detach(), torch.nn.functional.one_hot(z.argmax(-1), 5).float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("relax", ["gumbel", "straight_through"])
+def test_guided_step_lowers_the_measurement_loss(setup, relax):
+    """The gradient reaches the logits through the relaxation and one step lowers the loss."""
+    model, tok, x = setup
+    op = build_operator("superres", {"factor": 4}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op(x)
+    cfg = PosteriorGuidanceConfig(alpha=2.0, relax=relax, tau=1.0, track_loss=True, grad_steps=1)
+    sampler = make_sampler(model, tok, op, cfg)
+    res = sampler.sample(y, seed=0)
+    before = torch.stack([pair[0] for pair in res.loss_by_scale])  # (K, B)
+    after = torch.stack([pair[1] for pair in res.loss_by_scale])
+    assert torch.isfinite(after).all()
+    assert (after < before).float().mean() > 0.8  # nearly every (scale, image) improves
+    assert after.sum() < 0.9 * before.sum()
+
+
+def test_guidance_lowers_measurement_error_against_the_prior(setup):
+    model, tok, x = setup
+    op = build_operator("box_inpaint", {"size": 8}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op(x)
+    cfg = PosteriorGuidanceConfig(alpha=4.0, grad_steps=2)
+    prior = restore(model, tok, op, y, "prior", cfg, seed=0)
+    guided = restore(model, tok, op, y, "guided", cfg, seed=0)
+    c_prior = score(x, prior.images, op, y)["consistency"].mean()
+    c_guided = score(x, guided.images, op, y)["consistency"].mean()
+    assert c_guided < 0.7 * c_prior
+
+
+def test_residual_norm_is_per_sample(setup):
+    """Another image's measurement in the batch must not change this image's update."""
+    model, tok, x = setup
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1], num_images=2)
+    y = op(x[:2])
+    y_other = y.clone()
+    y_other[1] = y_other[1] * 5 + 3  # a wildly different second measurement
+    cfg = PosteriorGuidanceConfig(alpha=1.0, relax="straight_through", dps_norm=True)
+    outs = []
+    for yy in (y, y_other):
+        sampler = make_sampler(model, tok, op, cfg)
+        logits = torch.randn(2, 1, tok.cfg.vocab_size, generator=torch.Generator().manual_seed(1))
+        f_hat = torch.zeros(2, tok.cfg.cvae, tok.patch_nums[-1], tok.patch_nums[-1])
+        z, _ = sampler._guide(logits, f_hat, yy, 0, 1, 1.0, torch.Generator().manual_seed(0))
+        outs.append(z)
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6)
+    assert not torch.allclose(outs[0][1], outs[1][1])
+
+
+def test_clamp_with_everything_known_reproduces_the_encoding(setup):
+    model, tok, x = setup
+    op = build_operator("identity", {}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    plan = clamp_plan(tok, op, x)
+    assert all(bool(known.all()) for _, known in plan)
+    cfg = PosteriorGuidanceConfig()
+    res = make_sampler(model, tok, op, cfg).sample(x, guided=False, clamp=True, seed=3)
+    expected = tok.encode(x)
+    for got, want in zip(res.tokens, expected):
+        assert torch.equal(got, want)
+
+
+def test_clamp_plan_for_a_box_marks_only_observed_footprints(setup):
+    model, tok, x = setup
+    op = build_operator("box_inpaint", {"size": 8}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    plan = clamp_plan(tok, op, op(x), known_fraction=1.0)
+    tokens, known = plan[-1]  # finest scale: 4x4 latent of a 16 px image, box 8 px in the centre
+    known_map = known.view(-1, 4, 4)[0]
+    assert not known_map[1:3, 1:3].any() and known_map[0].all()
+
+
+def test_sampler_is_deterministic_and_works_for_causal_and_class_labels(setup):
+    _, tok, x = setup
+    torch.manual_seed(1)
+    model = ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=tok.cfg.vocab_size,
+                                               cvae=tok.cfg.cvae, patch_nums=list(tok.patch_nums), num_classes=10,
+                                               mask_kind="causal")).eval()
+    op = build_operator("random_inpaint", {"ratio": 0.5}, x.shape[-1], x.shape[1], num_images=x.shape[0], seed=2)
+    y = op(x)
+    sampler = make_sampler(model, tok, op, PosteriorGuidanceConfig(alpha=1.0))
+    a = sampler.sample(y, labels=[0, 1, 2, 3, 4, 5], clamp=True, seed=5)
+    b = sampler.sample(y, labels=[0, 1, 2, 3, 4, 5], clamp=True, seed=5)
+    assert torch.equal(a.images, b.images)
+    with pytest.raises(ValueError, match="labels"):
+        sampler.sample(y, labels=[0, 1], seed=5)
+
+
+def test_bad_input_is_named(setup):
+    model, tok, x = setup
+    with pytest.raises(ValueError, match="unknown method"):
+        method_flags("dps")
+    with pytest.raises(ValueError, match="alpha_schedule"):
+        PosteriorGuidanceConfig(alpha_schedule="cosine")
+    with pytest.raises(ValueError, match="relax"):
+        PosteriorGuidanceConfig(relax="hard")
+    sr = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    box = build_operator("box_inpaint", {"size": 4}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    sampler = make_sampler(model, tok, sr, PosteriorGuidanceConfig())
+    with pytest.raises(ValueError):
+        sampler.sample(box(x))  # y from another operator
+    other = ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=7, cvae=tok.cfg.cvae,
+                                               patch_nums=list(tok.patch_nums), num_classes=10))
+    with pytest.raises(ValueError, match="does not match"):
+        GradientGuidedSampler(other, tok, MeasurementModel(sr))

@@ -1,0 +1,143 @@
+"""`scalewise restore` (a user's own image) and `scalewise bench restore`: outputs and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scalewise.posterior.user_task import build_user_task, keep_mask_from_png, observed_size
+from swtest import ROOT, TINY_MODEL
+
+SIZE = 16  # TINY_MODEL: downsample 4, last patch 4
+
+
+def scalewise(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scalewise.cli", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from scalewise.checkpoints import save_model
+    from scalewise.tokenizer import Tokenizer, TokenizerConfig
+    from scalewise.transformer import ScaleTransformer, TransformerConfig
+
+    d = tmp_path_factory.mktemp("restore")
+    torch.manual_seed(0)
+    save_model(d / "tok.pt", Tokenizer(TokenizerConfig(**TINY_MODEL)))
+    save_model(d / "srdd.pt", ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=64, cvae=8,
+                                                                 patch_nums=[1, 2, 3, 4], num_classes=3,
+                                                                 mask_kind="markov")))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(d / "img.png")
+    Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(d / "big.png")
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(d / "mask.png")
+    Image.fromarray(np.full((SIZE, SIZE), 128, np.uint8)).save(d / "grey.png")
+    Image.fromarray(mask[:8, :8]).save(d / "small_mask.png")
+    (d / "broken.png").write_bytes(b"\x89PNG not really")
+    return d
+
+
+def restore(files, *args: str) -> subprocess.CompletedProcess:
+    return scalewise("restore", "--model", str(files / "srdd.pt"), "--tokenizer", str(files / "tok.pt"), *args)
+
+
+def test_keep_mask_is_the_complement_of_white_and_checked():
+    m = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    m[..., 1:3, 1:3] = 255
+    keep = keep_mask_from_png(m, (4, 4))
+    assert keep.sum() == 12 and keep[0, 0, 1, 1] == 0 and keep[0, 0, 0, 0] == 1
+    with pytest.raises(ValueError, match="the mask must have the image's size"):
+        keep_mask_from_png(m, (8, 8))
+    with pytest.raises(ValueError, match="must be binary"):
+        keep_mask_from_png(m // 2, (4, 4))
+    with pytest.raises(ValueError, match="no pixel to fill"):
+        keep_mask_from_png(torch.zeros_like(m), (4, 4))
+
+
+def test_user_tasks_build_the_operator_that_explains_y():
+    x = torch.rand(1, 1, SIZE, SIZE) * 2 - 1
+    keep = torch.ones(1, 1, SIZE, SIZE)
+    keep[..., :4, :4] = 0
+    op, y = build_user_task("inpaint", x, SIZE, 1, keep)
+    assert torch.equal(y, x * keep) and op.kind == "mask"
+    low = torch.rand(1, 1, SIZE // 4, SIZE // 4)
+    op, y = build_user_task("superres", low, SIZE, 1, factor=4)
+    assert y is low and op(torch.zeros(1, 1, SIZE, SIZE)).shape == low.shape
+    op, y = build_user_task("outpaint", x, SIZE, 1, keep="top")
+    assert torch.equal(y[..., SIZE // 2:, :], torch.zeros(1, 1, SIZE // 2, SIZE))
+    with pytest.raises(ValueError, match="unknown task 'denoise'"):
+        build_user_task("denoise", x, SIZE, 1)
+    with pytest.raises(ValueError, match="factor 3 does not divide"):
+        observed_size("superres", SIZE, 3)
+    with pytest.raises(ValueError, match="inpaint needs a mask"):
+        build_user_task("inpaint", x, SIZE, 1)
+    with pytest.raises(ValueError, match=r"shape \(1, 1, 4, 4\)"):
+        build_user_task("superres", x, SIZE, 1, factor=4)
+
+
+@pytest.mark.parametrize("task_args", [
+    ["--task", "inpaint", "--mask", "mask.png"],
+    ["--task", "superres", "--factor", "4"],
+    ["--task", "deblur", "--sigma", "1.5", "--kernel-size", "5"],
+    ["--task", "outpaint", "--keep", "right", "--method", "clamp+guided"],
+])
+def test_restore_writes_the_observation_and_each_sample(files, tmp_path, task_args):
+    args = [a if not a.endswith(".png") else str(files / a) for a in task_args]
+    image = files / ("big.png" if "superres" in task_args else "img.png")
+    out = restore(files, "--image", str(image), *args, "--num-samples", "2", "--out", str(tmp_path / "r.png"),
+                  "--folder", str(tmp_path / "pngs"), "--grad-steps", "2")
+    assert out.returncode == 0, out.stderr
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert len(pngs) == 2 and Image.open(pngs[0]).size == (SIZE, SIZE)
+    grid = Image.open(tmp_path / "r.png")
+    assert grid.size[0] > 3 * SIZE  # observation + 2 restorations side by side
+    if "superres" in task_args:
+        assert "centre-cropped and resized to 4x4" in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "img.png", "--task", "inpaint", "--mask", "small_mask.png"], "the mask must have the image's size"),
+    (["--image", "img.png", "--task", "inpaint", "--mask", "grey.png"], "must be binary"),
+    (["--image", "img.png", "--task", "inpaint"], "inpaint needs a mask"),
+    (["--image", "img.png", "--task", "superres", "--factor", "3"], "factor 3 does not divide"),
+    (["--image", "missing.png", "--task", "deblur"], "missing.png: no such image file"),
+    (["--image", "broken.png", "--task", "deblur"], "broken.png: not a readable image"),
+    (["--image", "img.png", "--task", "deblur", "--mask", "mask.png"], "--mask only applies to --task inpaint"),
+    (["--image", "img.png", "--task", "deblur", "--class-label", "7"], "--class-label 7 is out of range"),
+])
+def test_restore_bad_input_is_a_clear_error(files, args, message):
+    args = [a if not a.endswith(".png") else str(files / a) for a in args]
+    out = restore(files, *args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_restore_refuses_a_checkpoint_of_another_kind(files):
+    out = scalewise("restore", "--model", str(files / "tok.pt"), "--tokenizer", str(files / "tok.pt"),
+                    "--image", str(files / "img.png"), "--task", "deblur")
+    assert out.returncode == 2 and "expected a transformer" in out.stderr
+
+
+def test_bench_restore_reports_every_method_against_the_prior(tmp_path):
+    out = scalewise("bench", "restore", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
+                    "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
+                    "--tokenizer-ch", "8", "--masks", "markov", "--tasks", "box_inpaint,sr_x4",
+                    "--batch-sizes", "2", "--runs", "2", "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    records = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["task"], r["mask"], r["batch_size"]) for r in records] == [("box_inpaint", "markov", 2),
+                                                                           ("sr_x4", "markov", 2)]
+    for r in records:
+        assert set(r["sec_per_image"]) == {"prior", "clamp", "guided", "clamp+guided"}
+        assert r["ratio_to_prior"]["prior"] == 1.0 and all(v > 0 for v in r["sec_per_image"].values())
+    bad = scalewise("bench", "restore", "--depth", "1", "--image-size", "16", "--downsample", "4",
+                    "--patch-nums", "1,2,4", "--tasks", "denoise", "--runs", "1")
+    assert bad.returncode == 2 and "unknown bench task 'denoise'" in bad.stderr
