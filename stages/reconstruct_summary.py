@@ -1,7 +1,7 @@
 """DVC stage ``reconstruct_summary``: gather every ``reconstruct@<variant>-<task>`` result.
 
 Writes ``metrics/reconstruct.json`` shaped ``{variant: {task: {method: {psnr, ssim,
-consistency, sec_per_image}}}}`` and ``reports/reconstruct/summary.md`` (one table per
+consistency, sec_per_image}}}}`` and ``reports/reconstruct_summary.md`` (one table per
 variant), and logs both to MLflow.
 
     python -m stages.reconstruct_summary [--metrics metrics/reconstruct]
