@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-label", type=int, default=None, help="class to condition on (default: unconditional)")
     p.add_argument("--num-samples", type=int, default=1, help="independent restorations (posterior samples)")
     p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance (with --class-label)")
-    p.add_argument("--alpha", type=float, default=1.0, help="gradient scale of the guidance")
+    p.add_argument("--alpha", type=float, default=100.0, help="gradient scale of the guidance")
+    p.add_argument("--guide-from-scale", type=int, default=3, help="first guided scale (0-based)")
     p.add_argument("--grad-steps", type=int, default=1, help="gradient steps on each scale's logits")
     p.add_argument("--relax", default="gumbel", choices=["gumbel", "straight_through"])
     p.add_argument("--tau", type=float, default=1.0, help="relaxation temperature")
@@ -84,7 +85,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     y_N = y.repeat(n, 1, 1, 1).to(args.device)
     labels = None if args.class_label is None else torch.full((n,), args.class_label, dtype=torch.long)
     config = PosteriorGuidanceConfig(cfg=args.cfg, alpha=args.alpha, grad_steps=args.grad_steps, relax=args.relax,
-                                     tau=args.tau)
+                                     tau=args.tau, guide_from_scale=args.guide_from_scale)
     res = restore(model, tokenizer, op, y_N, args.method, config, labels, batch_size=n, seed=args.seed,
                   progress=True)
     images = res.images.cpu()

@@ -34,6 +34,7 @@ from scalewise.transformer import ScaleTransformer
 
 ALPHA_SCHEDULES = ("constant", "increasing", "decreasing")
 RELAXATIONS = ("gumbel", "straight_through")
+GRAD_WRT = ("probs", "logits")
 METHODS = ("prior", "clamp", "guided", "clamp+guided")
 
 
@@ -43,17 +44,18 @@ class PosteriorGuidanceConfig:
 
     cfg: float = 1.5  # classifier-free guidance (only with class labels)
     cfg_schedule: str = "linear"
-    alpha: float = 1.0  # gradient scale
+    alpha: float = 100.0  # gradient scale (tuned on mnist5k; see the README)
     alpha_schedule: str = "constant"  # constant | increasing | decreasing over the scales
     grad_steps: int = 1  # gradient steps on each scale's logits
     grad_clip: float = 0.0  # per-sample max norm of a logit update (0 = off)
     relax: str = "gumbel"  # gumbel | straight_through
+    grad_wrt: str = "probs"  # probs: first-order posterior tilt of the logits | logits: chain rule through softmax
     tau: float = 1.0  # Gumbel-softmax / straight-through temperature
     dps_norm: bool = True  # divide by each sample's residual norm
     low_band_weight: float = 1.0
     high_band_weight: float = 0.0
     filter: bool = True  # frequency-aware filtering of coarse scales
-    guide_from_scale: int = 0  # first scale (0-based) that is guided
+    guide_from_scale: int = 3  # first scale (0-based) that is guided; coarser ones come from the prior
     top_k: int = 0
     top_p: float = 0.0
     temperature: float = 1.0
@@ -70,6 +72,8 @@ class PosteriorGuidanceConfig:
             raise ValueError(f"alpha_schedule={self.alpha_schedule!r} is unknown; allowed: {list(ALPHA_SCHEDULES)}")
         if self.relax not in RELAXATIONS:
             raise ValueError(f"relax={self.relax!r} is unknown; allowed: {list(RELAXATIONS)}")
+        if self.grad_wrt not in GRAD_WRT:
+            raise ValueError(f"grad_wrt={self.grad_wrt!r} is unknown; allowed: {list(GRAD_WRT)}")
         if self.alpha < 0 or self.grad_steps < 0 or self.grad_clip < 0 or self.tau <= 0:
             raise ValueError("alpha, grad_steps and grad_clip must be >= 0 and tau > 0")
         if not 0.0 < self.clamp_known <= 1.0:
@@ -242,7 +246,8 @@ class GradientGuidedSampler:
                 logits = runner.logits(h_in, si, t if use_cfg else None)  # (B, n, V)
             alpha = cfg.alpha_at(si, K) if guided else 0.0
             if alpha > 0 and cfg.grad_steps > 0:
-                logits, loss_pair = self._guide(logits, f_hat, y, si, p, alpha, gen)
+                logits, loss_pair = self._guide(logits, f_hat, y, si, p, alpha, gen,
+                                                None if plan is None else plan[si])
                 losses.append(loss_pair)
             with torch.no_grad():
                 probs = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
@@ -266,24 +271,38 @@ class GradientGuidedSampler:
         return PosteriorSample(images, tokens_out, losses, time.perf_counter() - t0)
 
     def _guide(self, logits_BlV: torch.Tensor, f_hat_prev: torch.Tensor, y: torch.Tensor, si: int, p: int,
-               alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``grad_steps`` updates of scale ``si``'s logits; returns (logits, loss before/after (2, B))."""
+               alpha: float, gen: torch.Generator, clamped: tuple[torch.Tensor, torch.Tensor] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``grad_steps`` updates of scale ``si``'s logits; returns (logits, loss before/after (2, B)).
+
+        ``clamped`` (tokens (B, l), known (B, l) bool): the clamp baseline's tokens; the estimate
+        then holds them (one-hot) where known, so the free tokens are guided given the clamp.
+        """
         cfg, tok, meas = self.config, self.tokenizer, self.measurement
         z = logits_BlV.detach().clone()
         noise = gumbel_noise(z.shape, gen, z.device) if cfg.relax == "gumbel" else None
+        fixed = None
+        if clamped is not None:
+            tokens_Bl, known_Bl = clamped
+            fixed = (known_Bl.unsqueeze(-1), F.one_hot(tokens_Bl, z.shape[-1]).to(z.dtype))
         first = last = None
         steps = cfg.grad_steps + (1 if cfg.track_loss else 0)
         for step in range(steps):
             with torch.enable_grad():
-                z.requires_grad_(True)
-                probs = _relax(z, cfg.relax, cfg.tau, noise)
+                if cfg.grad_wrt == "probs":  # differentiate w.r.t. the token distribution itself
+                    probs = wrt = _relax(z, cfg.relax, cfg.tau, noise).detach().requires_grad_(True)
+                else:  # through the relaxation's softmax (vanishes where the model is confident)
+                    z.requires_grad_(True)
+                    probs, wrt = _relax(z, cfg.relax, cfg.tau, noise), z
+                if fixed is not None:
+                    probs = torch.where(fixed[0], fixed[1], probs)
                 f_k = tok.quantize.add_scale(f_hat_prev, si, tok.quantize.soft_embed(probs, p))
                 x_hat = tok.f_to_img(f_k, clamp=False)
                 loss_B = meas.loss(x_hat, y, si)
                 if step == cfg.grad_steps:  # track_loss: this pass only measures the result
                     last = loss_B.detach()
                     break
-                (grad,) = torch.autograd.grad(loss_B.sum(), z)
+                (grad,) = torch.autograd.grad(loss_B.sum(), wrt)
             if first is None:
                 first = loss_B.detach()
             if cfg.dps_norm:  # d||r||/dz = d||r||^2/dz / (2 ||r||), per sample
