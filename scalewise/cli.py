@@ -156,7 +156,7 @@ def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
     from scalewise.checkpoints import load_tokenizer, load_transformer
     from scalewise.posterior.guidance import PosteriorGuidanceConfig
 
-    config = PosteriorGuidanceConfig(grad_steps=args.grad_steps)
+    config = PosteriorGuidanceConfig(grad_steps=args.grad_steps, guide_from_scale=args.guide_from_scale)
     methods = tuple(m for m in args.methods.split(",") if m)
     if (args.model is None) != (args.tokenizer is None):
         raise ValueError("bench restore: give both --model and --tokenizer, or neither (random weights)")
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(box_inpaint, random_inpaint, outpaint, sr_x2, sr_x4, deblur)")
     p.add_argument("--methods", default="prior,clamp,guided,clamp+guided", help="bench restore: methods")
     p.add_argument("--grad-steps", type=int, default=1, help="bench restore: guidance gradient steps per scale")
+    p.add_argument("--guide-from-scale", type=int, default=4, help="bench restore: first guided scale (0-based)")
     p.add_argument("--model", default=None, help="bench restore: a transformer checkpoint instead of random weights")
     p.add_argument("--tokenizer", default=None, help="bench restore: the tokenizer checkpoint (with --model)")
     p.add_argument("--json", default=None, help="also write the JSON list here")

@@ -56,7 +56,7 @@ TINY_PARAMS = {
                           "sr_x4": {"kind": "superres", "factor": 4, "mode": "area"}}},
     "reconstruct": {"methods": ["prior", "clamp", "guided", "clamp+guided"], "batch_size": 8,
                     "conditioning": "unconditional", "seed": 0, "device": "cpu", "grid_rows": 4, "threads": 0,
-                    "guidance": {"alpha": 1.0, "grad_steps": 1}},
+                    "guidance": {"alpha": 20.0, "grad_steps": 1, "guide_from_scale": 1}},
     "pipeline": {"cron": "0 3 * * *", "work_pool": "scalewise-test", "retries": 0},
 }
 

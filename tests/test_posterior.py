@@ -160,7 +160,7 @@ def test_sampler_is_deterministic_and_works_for_causal_and_class_labels(setup):
                                                mask_kind="causal")).eval()
     op = build_operator("random_inpaint", {"ratio": 0.5}, x.shape[-1], x.shape[1], num_images=x.shape[0], seed=2)
     y = op(x)
-    sampler = make_sampler(model, tok, op, PosteriorGuidanceConfig(alpha=1.0))
+    sampler = make_sampler(model, tok, op, PosteriorGuidanceConfig(alpha=1.0, guide_from_scale=1))
     a = sampler.sample(y, labels=[0, 1, 2, 3, 4, 5], clamp=True, seed=5)
     b = sampler.sample(y, labels=[0, 1, 2, 3, 4, 5], clamp=True, seed=5)
     assert torch.equal(a.images, b.images)
@@ -179,8 +179,10 @@ def test_bad_input_is_named(setup):
     sr = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1], num_images=x.shape[0])
     box = build_operator("box_inpaint", {"size": 4}, x.shape[-1], x.shape[1], num_images=x.shape[0])
     sampler = make_sampler(model, tok, sr, PosteriorGuidanceConfig())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="another operator"):
         sampler.sample(box(x))  # y from another operator
+    with pytest.raises(ValueError, match="nothing would be guided"):
+        sampler.sample(sr(x))  # default guide_from_scale=4, the tiny model has 4 scales
     other = ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=7, cvae=tok.cfg.cvae,
                                                patch_nums=list(tok.patch_nums), num_classes=10))
     with pytest.raises(ValueError, match="does not match"):

@@ -93,7 +93,7 @@ def test_restore_writes_the_observation_and_each_sample(files, tmp_path, task_ar
     args = [a if not a.endswith(".png") else str(files / a) for a in task_args]
     image = files / ("big.png" if "superres" in task_args else "img.png")
     out = restore(files, "--image", str(image), *args, "--num-samples", "2", "--out", str(tmp_path / "r.png"),
-                  "--folder", str(tmp_path / "pngs"), "--grad-steps", "2")
+                  "--folder", str(tmp_path / "pngs"), "--grad-steps", "2", "--guide-from-scale", "1")
     assert out.returncode == 0, out.stderr
     pngs = sorted((tmp_path / "pngs").glob("*.png"))
     assert len(pngs) == 2 and Image.open(pngs[0]).size == (SIZE, SIZE)
@@ -130,7 +130,7 @@ def test_bench_restore_reports_every_method_against_the_prior(tmp_path):
     out = scalewise("bench", "restore", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
                     "--tokenizer-ch", "8", "--masks", "markov", "--tasks", "box_inpaint,sr_x4",
-                    "--batch-sizes", "2", "--runs", "2", "--json", str(tmp_path / "r.json"))
+                    "--batch-sizes", "2", "--runs", "2", "--guide-from-scale", "1", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     records = json.loads((tmp_path / "r.json").read_text())
     assert [(r["task"], r["mask"], r["batch_size"]) for r in records] == [("box_inpaint", "markov", 2),

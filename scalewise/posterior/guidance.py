@@ -44,7 +44,7 @@ class PosteriorGuidanceConfig:
 
     cfg: float = 1.5  # classifier-free guidance (only with class labels)
     cfg_schedule: str = "linear"
-    alpha: float = 100.0  # gradient scale (tuned on mnist5k; see the README)
+    alpha: float = 300.0  # gradient scale (tuned on mnist5k; see the README)
     alpha_schedule: str = "constant"  # constant | increasing | decreasing over the scales
     grad_steps: int = 1  # gradient steps on each scale's logits
     grad_clip: float = 0.0  # per-sample max norm of a logit update (0 = off)
@@ -55,7 +55,7 @@ class PosteriorGuidanceConfig:
     low_band_weight: float = 1.0
     high_band_weight: float = 0.0
     filter: bool = True  # frequency-aware filtering of coarse scales
-    guide_from_scale: int = 3  # first scale (0-based) that is guided; coarser ones come from the prior
+    guide_from_scale: int = 4  # first scale (0-based) that is guided; coarser ones come from the prior
     top_k: int = 0
     top_p: float = 0.0
     temperature: float = 1.0
@@ -220,6 +220,9 @@ class GradientGuidedSampler:
         op.check_y(y)
         device = next(model.parameters()).device
         B, K, pn = y.shape[0], len(model.cfg.patch_nums), model.cfg.patch_nums
+        if guided and cfg.grad_steps > 0 and cfg.alpha > 0 and cfg.guide_from_scale >= K:
+            raise ValueError(f"guide_from_scale={cfg.guide_from_scale} but the model has {K} scales (0..{K - 1}): "
+                             "nothing would be guided; lower guide_from_scale")
         if labels is None:
             labels_B = torch.full((B,), model.num_classes, dtype=torch.long, device=device)
             use_cfg = False
