@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from scalewise.cli import main
 from scalewise.posterior.user_task import build_user_task, keep_mask_from_png, observed_size
-from swtest import ROOT, TINY_MODEL
+from swtest import TINY_MODEL
 
 SIZE = 16  # TINY_MODEL: downsample 4, last patch 4
 
 
-def scalewise(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scalewise.cli", *args], cwd=ROOT, capture_output=True, text=True)
+@pytest.fixture
+def scalewise(capsys):
+    """Run the CLI in-process (as `scalewise ARGS`): returncode, stdout, stderr."""
+    def run(*args: str) -> SimpleNamespace:
+        rc = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +51,11 @@ def files(tmp_path_factory):
     return d
 
 
-def restore(files, *args: str) -> subprocess.CompletedProcess:
-    return scalewise("restore", "--model", str(files / "srdd.pt"), "--tokenizer", str(files / "tok.pt"), *args)
+@pytest.fixture
+def restore(files, scalewise):
+    def run(*args: str) -> SimpleNamespace:
+        return scalewise("restore", "--model", str(files / "srdd.pt"), "--tokenizer", str(files / "tok.pt"), *args)
+    return run
 
 
 def test_keep_mask_is_the_complement_of_white_and_checked():
@@ -89,10 +98,10 @@ def test_user_tasks_build_the_operator_that_explains_y():
     ["--task", "deblur", "--sigma", "1.5", "--kernel-size", "5"],
     ["--task", "outpaint", "--keep", "right", "--method", "clamp+guided"],
 ])
-def test_restore_writes_the_observation_and_each_sample(files, tmp_path, task_args):
+def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path, task_args):
     args = [a if not a.endswith(".png") else str(files / a) for a in task_args]
     image = files / ("big.png" if "superres" in task_args else "img.png")
-    out = restore(files, "--image", str(image), *args, "--num-samples", "2", "--out", str(tmp_path / "r.png"),
+    out = restore("--image", str(image), *args, "--num-samples", "2", "--out", str(tmp_path / "r.png"),
                   "--folder", str(tmp_path / "pngs"), "--grad-steps", "2", "--guide-from-scale", "1")
     assert out.returncode == 0, out.stderr
     pngs = sorted((tmp_path / "pngs").glob("*.png"))
@@ -113,20 +122,20 @@ def test_restore_writes_the_observation_and_each_sample(files, tmp_path, task_ar
     (["--image", "img.png", "--task", "deblur", "--mask", "mask.png"], "--mask only applies to --task inpaint"),
     (["--image", "img.png", "--task", "deblur", "--class-label", "7"], "--class-label 7 is out of range"),
 ])
-def test_restore_bad_input_is_a_clear_error(files, args, message):
+def test_restore_bad_input_is_a_clear_error(files, restore, args, message):
     args = [a if not a.endswith(".png") else str(files / a) for a in args]
-    out = restore(files, *args)
+    out = restore(*args)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_restore_refuses_a_checkpoint_of_another_kind(files):
+def test_restore_refuses_a_checkpoint_of_another_kind(files, scalewise):
     out = scalewise("restore", "--model", str(files / "tok.pt"), "--tokenizer", str(files / "tok.pt"),
                     "--image", str(files / "img.png"), "--task", "deblur")
     assert out.returncode == 2 and "expected a transformer" in out.stderr
 
 
-def test_bench_restore_reports_every_method_against_the_prior(tmp_path):
+def test_bench_restore_reports_every_method_against_the_prior(tmp_path, scalewise):
     out = scalewise("bench", "restore", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
                     "--tokenizer-ch", "8", "--masks", "markov", "--tasks", "box_inpaint,sr_x4",
