@@ -1,7 +1,8 @@
 """Speed / memory benchmarks of sampling and training (random weights are fine).
 
-Timings are medians of ``runs`` repetitions after ``warmup`` runs. Peak memory is the
-largest resident set size sampled every few milliseconds during the timed runs on CPU, or
+Timings are medians of ``runs`` repetitions after ``warmup`` runs. Peak memory comes from
+one more run after the timed ones (the RSS sampling thread would steal CPU time from them, up
+to 20% on 2 cores): the largest resident set size sampled every few milliseconds on CPU, or
 ``torch.cuda.max_memory_allocated`` on CUDA. FLOPs count the transformer's matrix work
 (projections, MLP, attention, head; AdaLN once per sample), the figure used for the
 fraction of peak.
@@ -163,6 +164,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def measured_peak(fn, device: torch.device) -> int:
+    """Peak memory (bytes) of one more call of ``fn``: sampled RSS on CPU, max allocated on CUDA.
+
+    Kept out of the timed runs: the RSS sampling thread would take CPU time from them.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated(device))
+    with peak_rss() as mem:
+        fn()
+    return int(mem["peak"])
+
+
 def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs: int = 5, warmup: int = 1,
                  device: str = "cpu", dtype: str = "fp32", seed: int = 0) -> dict:
     """One benchmark record of :func:`generate` for a mask kind and batch size."""
@@ -174,11 +190,9 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
     model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev, wd).eval()
     labels = torch.arange(batch) % spec.num_classes
     times, scale_times, decode_times, cache = [], [], [], 0
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
     for i in range(warmup + runs):
         timing: dict = {}
-        with peak_rss() as mem, autocast(dev, dtype):
+        with autocast(dev, dtype):
             _sync(dev)
             t0 = time.perf_counter()
             g = generate(model, tok, labels, cfg=cfg, seed=seed + i, timing=timing)
@@ -189,7 +203,12 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
             scale_times.append(timing["scale_s"])
             decode_times.append(timing["decode_s"])
             cache = g.cache_bytes
-            peak = mem["peak"] if dev.type == "cpu" else torch.cuda.max_memory_allocated(dev)
+
+    def once() -> None:
+        with autocast(dev, dtype):
+            generate(model, tok, labels, cfg=cfg, seed=seed)
+
+    peak = measured_peak(once, dev)
     med = statistics.median(times)
     flops = sampling_flops(model.cfg, batch, cfg > 0)
     dec_flops = decoder_flops(tok, batch)
@@ -223,21 +242,26 @@ def bench_train(spec: BenchModel, mask_kind: str, batch: int, runs: int = 5, war
     x = torch.randn(batch, L - model.first_l, spec.cvae, device=dev)
     tokens = torch.randint(0, spec.vocab, (batch, L), device=dev)
     labels = torch.arange(batch, device=dev) % spec.num_classes
+
+    def step() -> None:
+        with autocast(dev, dtype):
+            logits = model(labels, x)
+        # flat (rows, V) logits: cross-entropy over a transposed (B, V, L) view is ~7% slower on CPU
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
     times = []
-    with peak_rss() as mem:
-        for i in range(warmup + runs):
-            _sync(dev)
-            t0 = time.perf_counter()
-            with autocast(dev, dtype):
-                logits = model(labels, x)
-            loss = F.cross_entropy(logits.float().transpose(1, 2), tokens)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            _sync(dev)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
+    for i in range(warmup + runs):
+        _sync(dev)
+        t0 = time.perf_counter()
+        step()
+        _sync(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    peak = measured_peak(step, dev)
     med = statistics.median(times)
     return {"mask": mask_kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
             "threads": torch.get_num_threads(), "runs": runs, "s_per_step": med,
-            "tokens_per_s": batch * L / med, "peak_memory_bytes": int(mem["peak"])}
+            "tokens_per_s": batch * L / med, "peak_memory_bytes": peak}

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from scalewise.bench import BenchModel, _sync, peak_rss
+from scalewise.bench import BenchModel, _sync, measured_peak
 from scalewise.posterior.guidance import METHODS, PosteriorGuidanceConfig
 from scalewise.posterior.measurements import build_operator
 from scalewise.posterior.restoration import method_flags, make_sampler
@@ -60,18 +60,15 @@ def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batc
     for method in methods:
         guided, clamp = method_flags(method)
         times = []
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        with peak_rss() as mem:
-            for i in range(warmup + runs):
-                _sync(dev)
-                t0 = time.perf_counter()
-                sampler.sample(y, guided=guided, clamp=clamp, seed=seed + i)
-                _sync(dev)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
+        for i in range(warmup + runs):
+            _sync(dev)
+            t0 = time.perf_counter()
+            sampler.sample(y, guided=guided, clamp=clamp, seed=seed + i)
+            _sync(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
         sec[method] = statistics.median(times) / batch
-        peaks[method] = int(mem["peak"] if dev.type == "cpu" else torch.cuda.max_memory_allocated(dev))
+        peaks[method] = measured_peak(lambda: sampler.sample(y, guided=guided, clamp=clamp, seed=seed), dev)
     base = sec.get("prior")
     return {
         "task": task, "operator": kind, "mask": model.cfg.mask_kind, "batch_size": batch, "device": str(dev),
