@@ -201,6 +201,23 @@ class ScaleRunner:
         self._shift_prev(si)
 
 
+def advance_scale(model: ScaleTransformer, tokenizer: Tokenizer, cond_BD: torch.Tensor, si: int,
+                  f_hat_BChw: torch.Tensor, idx_Bhw: torch.Tensor, use_cfg: bool,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Add scale ``si``'s sampled tokens (B, p, p) to ``f_hat`` (B, Cvae, H, W).
+
+    Returns the new ``f_hat`` and the next scale's input embeddings (B', n, C), rows doubled
+    for the null class when ``use_cfg``; None after the last scale.
+    """
+    f_hat_BChw, next_BChw = tokenizer.next_scale_input(si, f_hat_BChw, tokenizer.quantize.embed(idx_Bhw))
+    if si + 1 >= len(model.cfg.patch_nums):
+        return f_hat_BChw, None
+    x_BlCv = next_BChw.flatten(2).transpose(1, 2)  # (B, n, Cvae)
+    if use_cfg:
+        x_BlCv = x_BlCv.repeat(2, 1, 1)
+    return f_hat_BChw, model.embed_inputs(cond_BD, x_BlCv, model.scale_slices()[si + 1])
+
+
 @torch.no_grad()
 def generate(
     model: ScaleTransformer,
@@ -288,12 +305,7 @@ def generate(
         runner.finish_scale(si)
         idx_Bhw = tokens.view(B, p, p)
         out.tokens.append(idx_Bhw)
-        f_hat, next_BChw = tokenizer.next_scale_input(si, f_hat, tokenizer.quantize.embed(idx_Bhw))
-        if si + 1 < K:
-            x_BlCv = next_BChw.flatten(2).transpose(1, 2)
-            if use_cfg:
-                x_BlCv = x_BlCv.repeat(2, 1, 1)
-            h = model.embed_inputs(cond_BD, x_BlCv, model.scale_slices()[si + 1])
+        f_hat, h = advance_scale(model, tokenizer, cond_BD, si, f_hat, idx_Bhw, use_cfg)
         if clock is not None:
             clock.lap()
     out.images = tokenizer.f_to_img(f_hat)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from scalewise.posterior.filters import FrequencyAwareFilter
 from scalewise.posterior.measurements import Operator
 from scalewise.sampling import (
-    CFG_SCHEDULES, ScaleRunner, cfg_scale, check_sampling_args, draw, filter_logits, simple_resample,
+    CFG_SCHEDULES, ScaleRunner, advance_scale, cfg_scale, check_sampling_args, draw, filter_logits, simple_resample,
 )
 from scalewise.tokenizer import Tokenizer, area_down
 from scalewise.transformer import ScaleTransformer
@@ -263,12 +263,7 @@ class GradientGuidedSampler:
                 runner.finish_scale(si)
                 idx_Bhw = tokens.view(B, p, p)
                 tokens_out.append(idx_Bhw)
-                f_hat, next_BChw = tok.next_scale_input(si, f_hat, tok.quantize.embed(idx_Bhw))
-                if si + 1 < K:
-                    x_BlCv = next_BChw.flatten(2).transpose(1, 2)
-                    if use_cfg:
-                        x_BlCv = x_BlCv.repeat(2, 1, 1)
-                    h = model.embed_inputs(cond_BD, x_BlCv, model.scale_slices()[si + 1])
+                f_hat, h = advance_scale(model, tok, cond_BD, si, f_hat, idx_Bhw, use_cfg)
         with torch.no_grad():
             images = tok.f_to_img(f_hat)
         return PosteriorSample(images, tokens_out, losses, time.perf_counter() - t0)
