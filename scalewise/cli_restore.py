@@ -103,8 +103,8 @@ def _resize_mask(keep_11HW, side: int):
     """Nearest-neighbour resize of a keep mask after the image's centre crop (stays binary)."""
     import torch.nn.functional as F
 
-    h, w = keep_11HW.shape[-2:]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
+    from scalewise.images import center_square
+
+    top, left, s = center_square(*keep_11HW.shape[-2:])
     crop = keep_11HW[..., top:top + s, left:left + s]
     return F.interpolate(crop, size=(side, side), mode="nearest")

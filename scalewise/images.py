@@ -41,6 +41,12 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, pad:
     return save_png(grid, path)
 
 
+def center_square(height: int, width: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the largest centred square in a ``height`` x ``width`` image (pixels)."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
 def load_image(path: str | os.PathLike, channels: int, size: int | None = None,
                resample: int = Image.BICUBIC) -> torch.Tensor:
     """Read an image file as float32 (1, C, H, W) in [-1, 1], ``channels`` 1 (grey) or 3 (RGB).
@@ -58,9 +64,7 @@ def load_image(path: str | os.PathLike, channels: int, size: int | None = None,
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
     if size is not None and img.size != (size, size):
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
+        top, left, side = center_square(img.size[1], img.size[0])
         img = img.crop((left, top, left + side, top + side)).resize((size, size), resample)
     array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:

@@ -47,6 +47,9 @@ def files(tmp_path_factory):
     Image.fromarray(mask).save(d / "mask.png")
     Image.fromarray(np.full((SIZE, SIZE), 128, np.uint8)).save(d / "grey.png")
     Image.fromarray(mask[:8, :8]).save(d / "small_mask.png")
+    big_mask = np.zeros((40, 48), np.uint8)
+    big_mask[10:30, 14:34] = 255
+    Image.fromarray(big_mask).save(d / "big_mask.png")
     (d / "broken.png").write_bytes(b"\x89PNG not really")
     return d
 
@@ -94,13 +97,14 @@ def test_user_tasks_build_the_operator_that_explains_y():
 
 @pytest.mark.parametrize("task_args", [
     ["--task", "inpaint", "--mask", "mask.png"],
+    ["--task", "inpaint", "--mask", "big_mask.png"],  # image and mask centre-cropped and resized together
     ["--task", "superres", "--factor", "4"],
     ["--task", "deblur", "--sigma", "1.5", "--kernel-size", "5"],
     ["--task", "outpaint", "--keep", "right", "--method", "clamp+guided"],
 ])
 def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path, task_args):
     args = [a if not a.endswith(".png") else str(files / a) for a in task_args]
-    image = files / ("big.png" if "superres" in task_args else "img.png")
+    image = files / ("big.png" if "superres" in task_args or "big_mask.png" in task_args else "img.png")
     out = restore("--image", str(image), *args, "--num-samples", "2", "--out", str(tmp_path / "r.png"),
                   "--folder", str(tmp_path / "pngs"), "--grad-steps", "2", "--guide-from-scale", "1")
     assert out.returncode == 0, out.stderr
@@ -110,6 +114,8 @@ def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path
     assert grid.size[0] > 3 * SIZE  # observation + 2 restorations side by side
     if "superres" in task_args:
         assert "centre-cropped and resized to 4x4" in out.stderr
+    if "big_mask.png" in task_args:
+        assert "centre-cropped and resized to 16x16" in out.stderr
 
 
 @pytest.mark.parametrize("args,message", [
