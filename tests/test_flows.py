@@ -154,7 +154,16 @@ def test_deployment_settings_validate_the_cron(tmp_path):
 
     good = deployment_settings({"pipeline": {"cron": "*/15 * * * *", "work_pool": "gpu"}}, tmp_path)
     assert good == {"name": "scalewise-pipeline", "cron": "*/15 * * * *", "work_pool": "gpu",
-                    "parameters": {"root": str(tmp_path.resolve())}}
+                    "parameters": {"root": str(tmp_path.resolve())}, "entrypoint": "flows/pipeline.py:pipeline"}
+    tables = deployment_settings({"pipeline": {"work_pool": "gpu"}, "paper_table": {"cron": "0 5 * * 1"}}, tmp_path,
+                                 "paper_table")
+    assert tables["name"] == "scalewise-paper-table" and tables["cron"] == "0 5 * * 1"
+    assert tables["entrypoint"] == "flows/paper_table.py:paper_table" and tables["work_pool"] == "gpu"
+    with pytest.raises(ConfigError, match=r"paper_table\.cron='nightly'"):
+        deployment_settings({"pipeline": {"work_pool": "gpu"}, "paper_table": {"cron": "nightly"}}, tmp_path,
+                            "paper_table")
+    with pytest.raises(ConfigError, match="unknown flow"):
+        deployment_settings({"pipeline": {"work_pool": "gpu"}}, tmp_path, "tables")
     with pytest.raises(ConfigError, match=r"pipeline\.cron='every day'"):
         deployment_settings({"pipeline": {"cron": "every day", "work_pool": "gpu"}}, tmp_path)
     with pytest.raises(ConfigError, match=r"pipeline\.cron"):
