@@ -1,6 +1,7 @@
 """Speed / memory benchmarks of sampling and training (random weights are fine).
 
-Timings are medians of ``runs`` repetitions after ``warmup`` runs. Peak memory comes from
+Timings are medians of ``runs`` repetitions after ``warmup`` runs; variants compared in one
+command are timed interleaved (:func:`bench_sample_side_by_side`). Peak memory comes from
 one more run after the timed ones (the RSS sampling thread would steal CPU time from them, up
 to 20% on 2 cores): the largest resident set size sampled every few milliseconds on CPU, or
 ``torch.cuda.max_memory_allocated`` on CUDA. FLOPs count the transformer's matrix work
@@ -182,50 +183,77 @@ def measured_peak(fn, device: torch.device) -> int:
 def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs: int = 5, warmup: int = 1,
                  device: str = "cpu", dtype: str = "fp32", seed: int = 0) -> dict:
     """One benchmark record of :func:`generate` for a mask kind and batch size."""
+    return bench_sample_side_by_side(spec, [mask_kind], [batch], cfg, runs, warmup, device, dtype, seed)[0]
+
+
+def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: list[int], cfg: float,
+                              runs: int = 5, warmup: int = 1, device: str = "cpu", dtype: str = "fp32",
+                              seed: int = 0) -> list[dict]:
+    """Benchmark records of :func:`generate` for every (mask kind, batch size), timed side by side.
+
+    The timed runs are interleaved: round ``i`` times every combination once, starting at a
+    different one each round, so slow phases of a shared machine and order effects (caches,
+    allocator state) fall on all combinations alike and their ratios are fair.
+    """
     dev = torch.device(device)
-    torch.manual_seed(seed)
     autocast(dev, dtype)  # validates the name
     wd = weight_dtype(dtype)
+    torch.manual_seed(seed)
     tok = Tokenizer(spec.tokenizer_config()).to(dev, wd).eval().channels_last_()
-    model = ScaleTransformer(spec.transformer_config(mask_kind)).to(dev, wd).eval()
-    labels = torch.arange(batch) % spec.num_classes
-    times, scale_times, decode_times, cache = [], [], [], 0
-    for i in range(warmup + runs):
-        timing: dict = {}
+    models = {}
+    for kind in mask_kinds:
+        torch.manual_seed(seed)  # the same random weights for every mask kind
+        models[kind] = ScaleTransformer(spec.transformer_config(kind)).to(dev, wd).eval()
+    combos = [(kind, batch) for kind in mask_kinds for batch in batches]
+    times: dict = {c: [] for c in combos}
+    scale_times: dict = {c: [] for c in combos}
+    decode_times: dict = {c: [] for c in combos}
+    cache: dict = {}
+
+    def once(combo: tuple[str, int], i: int, timing: dict | None = None):
+        kind, batch = combo
         with autocast(dev, dtype):
+            return generate(models[kind], tok, torch.arange(batch) % spec.num_classes, cfg=cfg, seed=seed + i,
+                            timing=timing)
+
+    for i in range(warmup + runs):
+        for j in range(len(combos)):
+            combo = combos[(i + j) % len(combos)]
+            timing: dict = {}
             _sync(dev)
             t0 = time.perf_counter()
-            g = generate(model, tok, labels, cfg=cfg, seed=seed + i, timing=timing)
+            g = once(combo, i, timing)
             _sync(dev)
             dt = time.perf_counter() - t0
-        if i >= warmup:
-            times.append(dt)
-            scale_times.append(timing["scale_s"])
-            decode_times.append(timing["decode_s"])
-            cache = g.cache_bytes
-
-    def once() -> None:
-        with autocast(dev, dtype):
-            generate(model, tok, labels, cfg=cfg, seed=seed)
-
-    peak = measured_peak(once, dev)
-    med = statistics.median(times)
-    flops = sampling_flops(model.cfg, batch, cfg > 0)
-    dec_flops = decoder_flops(tok, batch)
-    per_scale = [statistics.median(col) * 1e3 for col in zip(*scale_times)]
-    transformer_s = sum(per_scale) / 1e3
-    return {
-        "mask": mask_kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
-        "threads": torch.get_num_threads(), "runs": runs,
-        "images_per_s": batch / med, "ms_per_image": med * 1e3 / batch, "s_per_batch": med,
-        "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times) * 1e3,
-        "peak_memory_bytes": int(peak), "cache_bytes": int(cache),
-        "transformer_gflop": flops / 1e9, "transformer_gflop_per_s": flops / 1e9 / transformer_s,
-        "decoder_gflop": dec_flops / 1e9, "total_gflop": (flops + dec_flops) / 1e9,
-        "total_gflop_per_s": (flops + dec_flops) / 1e9 / med,
-        "keep_freed_memory": freed_memory_kept(),
-        "tokens": model.cfg.num_tokens, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-    }
+            if i >= warmup:
+                times[combo].append(dt)
+                scale_times[combo].append(timing["scale_s"])
+                decode_times[combo].append(timing["decode_s"])
+                cache[combo] = g.cache_bytes
+    records = []
+    dec_flops_1 = decoder_flops(tok, 1)
+    for combo in combos:
+        kind, batch = combo
+        model = models[kind]
+        peak = measured_peak(lambda: once(combo, 0), dev)
+        med = statistics.median(times[combo])
+        flops = sampling_flops(model.cfg, batch, cfg > 0)
+        dec_flops = dec_flops_1 * batch
+        per_scale = [statistics.median(col) * 1e3 for col in zip(*scale_times[combo])]
+        transformer_s = sum(per_scale) / 1e3
+        records.append({
+            "mask": kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
+            "threads": torch.get_num_threads(), "runs": runs, "interleaved_with": len(combos),
+            "images_per_s": batch / med, "ms_per_image": med * 1e3 / batch, "s_per_batch": med,
+            "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times[combo]) * 1e3,
+            "peak_memory_bytes": int(peak), "cache_bytes": int(cache[combo]),
+            "transformer_gflop": flops / 1e9, "transformer_gflop_per_s": flops / 1e9 / transformer_s,
+            "decoder_gflop": dec_flops / 1e9, "total_gflop": (flops + dec_flops) / 1e9,
+            "total_gflop_per_s": (flops + dec_flops) / 1e9 / med,
+            "keep_freed_memory": freed_memory_kept(),
+            "tokens": model.cfg.num_tokens, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        })
+    return records
 
 
 def bench_train(spec: BenchModel, mask_kind: str, batch: int, runs: int = 5, warmup: int = 1,

@@ -6,6 +6,7 @@
     scalewise sample ...         checkpoint -> PNG grid or folder of PNGs
     scalewise restore ...        restore your own image (inpaint, outpaint, superres, deblur)
     scalewise bench sample|train|restore  speed / memory benchmark, JSON out
+    scalewise paper-table [--tables T1,T4]  run what is missing, print the paper tables
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _bench_sample_train(args: argparse.Namespace, spec) -> list[dict]:
     import json
 
-    from scalewise.bench import bench_sample, bench_train, bf16_native, matmul_peak_gflops
+    from scalewise.bench import bench_sample_side_by_side, bench_train, bf16_native, matmul_peak_gflops
 
     records = []
     for dtype in args.dtypes.split(","):
@@ -110,17 +111,19 @@ def _bench_sample_train(args: argparse.Namespace, spec) -> list[dict]:
                   file=sys.stderr)
         given = args.peak_gflops if dtype == "fp32" else args.peak_gflops_bf16
         peak = given or matmul_peak_gflops(args.device, "fp32" if dtype == "fp32" else "bf16")
-        for mask in args.masks.split(","):
-            if args.what == "sample":
-                for batch in args.batch_sizes:
-                    rec = bench_sample(spec, mask, batch, args.cfg, args.runs, args.warmup, args.device, dtype)
-                    rec.update(peak_gflop_per_s=peak, peak_measured=not given, bf16_native=bf16_native(args.device),
-                               fraction_of_peak=rec["total_gflop_per_s"] / peak,
-                               transformer_fraction_of_peak=rec["transformer_gflop_per_s"] / peak)
-                    records.append(rec)
-                    print(json.dumps({k: rec[k] for k in ("mask", "dtype", "batch_size", "images_per_s",
-                                                          "ms_per_image", "cache_bytes")}), file=sys.stderr)
-            else:
+        masks = args.masks.split(",")
+        if args.what == "sample":
+            recs = bench_sample_side_by_side(spec, masks, args.batch_sizes, args.cfg, args.runs, args.warmup,
+                                             args.device, dtype)
+            for rec in recs:
+                rec.update(peak_gflop_per_s=peak, peak_measured=not given, bf16_native=bf16_native(args.device),
+                           fraction_of_peak=rec["total_gflop_per_s"] / peak,
+                           transformer_fraction_of_peak=rec["transformer_gflop_per_s"] / peak)
+                records.append(rec)
+                print(json.dumps({k: rec[k] for k in ("mask", "dtype", "batch_size", "images_per_s",
+                                                      "ms_per_image", "cache_bytes")}), file=sys.stderr)
+        else:
+            for mask in masks:
                 records.append(bench_train(spec, mask, args.batch_size, args.runs, args.warmup, args.device, dtype))
     return records
 
@@ -209,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     from scalewise.cli_restore import add_parser as add_restore_parser
 
     add_restore_parser(sub)
+
+    from scalewise.cli_paper_table import add_parser as add_paper_table_parser
+
+    add_paper_table_parser(sub)
 
     p = sub.add_parser("bench", help="speed/memory benchmark of sampling or training; prints JSON")
     p.add_argument("what", choices=["sample", "train", "restore"])
