@@ -144,7 +144,7 @@ def generate_set(model_path: str, tokenizer_path: str, setting: SamplingSetting,
     """
     from scalewise.allocator import keep_freed_memory
     from scalewise.checkpoints import load_tokenizer, load_transformer
-    from scalewise.distill import tokenizer_for
+    from scalewise.distill_student import tokenizer_for
     from scalewise.images import to_uint8
     from scalewise.sampling import generate
 

@@ -51,12 +51,29 @@ TINY_PARAMS = {
         "var": {"mask_kind": "causal", "init_from": None},
         "srdd": {"mask_kind": "markov", "init_from": None},
     },
-    "degrade": {"num_images": 8, "sigma_y": 0.05, "seed": 0,
+    "degrade": {"num_images": 10, "sigma_y": 0.05, "seed": 0,
                 "tasks": {"box_inpaint": {"kind": "box_inpaint", "size": 6, "position": "center"},
                           "sr_x4": {"kind": "superres", "factor": 4, "mode": "area"}}},
     "reconstruct": {"methods": ["prior", "clamp", "guided", "clamp+guided"], "batch_size": 8,
                     "conditioning": "unconditional", "seed": 0, "device": "cpu", "grid_rows": 4, "threads": 0,
                     "guidance": {"alpha": 20.0, "grad_steps": 1, "guide_from_scale": 1}},
+    "train_evaluator": {"width": 8, "feat_dim": 32, "steps": 40, "batch_size": 64, "lr": 0.004,
+                        "weight_decay": 0.0005, "seed": 0, "device": "cpu", "augment": True},
+    "distill": {"drop": [3], "steps": 6, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 2,
+                "grad_clip": 2.0, "kl_weight": 1.0, "temperature": 1.0, "masked_prob": 0.25, "log_every": 3,
+                "ckpt_every": 3, "seed": 0, "device": "cpu", "grid_per_class": 1, "grid_cfg": 1.5,
+                "bench_batch": 8, "bench_runs": 1, "threads": 0},
+    "evaluate": {
+        "models": ["var", "srdd", "srdd_distilled"], "samples_per_class": 4, "batch_size": 40, "seed": 0,
+        "device": "cpu", "threads": 0, "kid_subset_size": 20, "inception_weights": None, "isolate": False,
+        "grid_per_class": 2,
+        "sampling": {"cfg": 1.5, "cfg_schedule": "linear", "top_k": 0, "top_p": 0.0, "temperature": 1.0,
+                     "resample": {"kind": "none", "threshold": 0.05, "iters": 2, "use_cfg": True}},
+        "settings": {"simple": {"resample": {"kind": "simple"}}, "masked": {"resample": {"kind": "masked"}}},
+        "sweeps": {"models": ["srdd"], "samples_per_class": 3, "cfg": [0.0, 1.5], "cfg_resample": "masked",
+                   "masked_threshold": [0.1], "masked_iters": [1, 2], "top_k": [5], "top_p": [0.9]},
+    },
+    "paper_table": {"cron": "0 4 * * 0"},
     "pipeline": {"cron": "0 3 * * *", "work_pool": "scalewise-test", "retries": 0},
 }
 
@@ -70,8 +87,11 @@ def venv_env(root: Path) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=venv_env(cwd), capture_output=True, text=True, **kw)
+def run(cmd: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None,
+        **kw) -> subprocess.CompletedProcess:
+    env = venv_env(cwd)
+    env.update(env_extra or {})
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -91,7 +111,7 @@ def make_project(dest: Path, params: dict) -> Path:
         else:
             shutil.copy(src, dest / name)
     write_params(dest, params)
-    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n")
+    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n.cache/\n")
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)
     run(["git", "add", "-A"], dest)

@@ -61,8 +61,8 @@ def test_repro_degrades_and_reconstructs_every_variant_and_task(project):
                 assert m["psnr"] > 0 and -1 <= m["ssim"] <= 1 and m["consistency"] >= 0 and m["sec_per_image"] > 0
             folder = root / f"reports/reconstruct/{variant}/{task}"
             assert (folder / "side_by_side.png").stat().st_size > 0
-            assert len(list((folder / "clamp_guided").glob("*.png"))) == 8
-            assert len((folder / "per_image.csv").read_text().splitlines()) == 1 + 4 * 8
+            assert len(list((folder / "clamp_guided").glob("*.png"))) == 10
+            assert len((folder / "per_image.csv").read_text().splitlines()) == 1 + 4 * 10
     assert "| sr_x4 | guided |" in (root / "reports/reconstruct_summary.md").read_text()
 
 
@@ -89,7 +89,8 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
     reconstruct = {f"reconstruct@{v}-{t}" for v in ("var", "srdd") for t in ("box_inpaint", "sr_x4")}
     assert set(children) == {"prepare", "train_vqvae", "train@var", "train@srdd", "degrade",
-                             "reconstruct_summary"} | reconstruct
+                             "reconstruct_summary", "train_evaluator", "distill", "evaluate@var", "evaluate@srdd",
+                             "evaluate@srdd_distilled", "evaluate_reconstruct", "report"} | reconstruct
     rec = children["reconstruct@srdd-sr_x4"]
     assert rec.data.tags["scalewise.task"] == "sr_x4" and rec.data.params["guidance.grad_steps"] == "1"
     assert {"guided/psnr", "prior/consistency", "clamp_guided/ssim"} <= set(rec.data.metrics)

@@ -1,0 +1,84 @@
+"""DVC stage ``evaluate_reconstruct``: FID / KID of every restoration method, beside PSNR and SSIM.
+
+Reads ``metrics/reconstruct.json`` (PSNR, SSIM, consistency, s/img per variant x task x
+method) and the restored PNGs ``reports/reconstruct/<variant>/<task>/<method>/``, and scores
+each method's images with torch-fidelity against the test split (the same extractor and
+reference statistics as ``evaluate``). Writes ``metrics/evaluate_reconstruct.json`` shaped
+``{variant: {task: {method: {psnr, ssim, consistency, sec_per_image, fid, kid, extractor,
+num_images}}}}``.
+
+    python -m stages.evaluate_reconstruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from scalewise.config import from_dict
+from scalewise.data import load_split
+from scalewise.fidelity import fidelity_metrics, resolve_extractor
+from scalewise.io import write_json
+from stages._common import load_params, run_main, section, tracked
+from stages.evaluate import EvaluateConfig
+
+
+def load_png_folder(folder: Path) -> torch.Tensor:
+    """Every ``*.png`` of ``folder`` (sorted by name) as uint8 (N, C, H, W)."""
+    paths = sorted(folder.glob("*.png"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no PNG images (run `dvc repro reconstruct`)")
+    arrays = []
+    for p in paths:
+        with Image.open(p) as img:
+            a = np.asarray(img, dtype=np.uint8)
+        arrays.append(a[..., None] if a.ndim == 2 else a)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--reconstruct", default="reports/reconstruct")
+    ap.add_argument("--summary", default="metrics/reconstruct.json")
+    ap.add_argument("--evaluator", default="models/evaluator.pt")
+    ap.add_argument("--cache", default=".cache/fidelity")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    cfg = from_dict(EvaluateConfig, section(params, "evaluate", args.params), f"{args.params}: evaluate")
+    summary_path = Path(args.summary)
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path}: no reconstruction summary (run `dvc repro reconstruct_summary`)")
+    summary = json.loads(summary_path.read_text())
+    extractor = resolve_extractor(args.evaluator, cfg.inception_weights)
+    test_u8, _, _ = load_split(args.data, "test")
+    manifest = json.loads((Path(args.data) / "manifest.json").read_text())
+    reference_key = f"test-{manifest['content_hash'][:16]}"  # the cache name adds the extractor's hash
+
+    cells = [(v, t, m) for v, tasks in summary.items() for t, methods in tasks.items() for m in methods]
+    out: dict = {}
+    with tracked("evaluate_reconstruct", params, {"inception_weights": cfg.inception_weights}) as tracker:
+        for variant, task, method in tqdm(cells, desc="evaluate_reconstruct"):
+            images = load_png_folder(Path(args.reconstruct) / variant / task / method.replace("+", "_"))
+            scores = fidelity_metrics(images, test_u8, extractor, kid_subset_size=min(cfg.kid_subset_size,
+                                      images.shape[0]), cache_dir=args.cache, reference_key=reference_key,
+                                      device=cfg.device)
+            row = dict(summary[variant][task][method])
+            row.update(fid=scores["fid"], kid=scores["kid"], extractor=scores["extractor"], num_images=images.shape[0])
+            out.setdefault(variant, {}).setdefault(task, {})[method] = row
+            tracker.log_metrics({f"{variant}/{task}/{method.replace('+', '_')}/fid": row["fid"]})
+        path = write_json("metrics/evaluate_reconstruct.json", out)
+        tracker.log_artifact(path)
+    print(f"evaluate_reconstruct: FID of {len(cells)} variant x task x method results -> {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,133 @@
+"""The paper-table flow end to end on a tiny profile: real DVC, MLflow, Prefect and torch-fidelity.
+
+One temp project (digits, tiny models) runs ``python -m flows.paper_table`` from scratch: every
+stage, then the tables. The tests check the table files, the evaluation metrics' shape, the
+MLflow runs, re-run determinism and the command line's errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+
+import pytest
+import yaml
+
+from swtest import TINY_PARAMS, make_project, run, write_params
+
+pytestmark = pytest.mark.integration
+
+MODELS = ("var", "srdd", "srdd_distilled")
+REQUIRED = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes", "extractor")
+TIMING = ("images_per_s", "peak_memory_bytes")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    prefect_home = tmp_path_factory.mktemp("prefect")
+    root = make_project(tmp_path_factory.mktemp("tables"), TINY_PARAMS)
+    env_extra = {"PREFECT_HOME": str(prefect_home), "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage")}
+    proc = run([sys.executable, "-m", "flows.paper_table", "--root", str(root), "--run-name", "paper-table/test"],
+               root, env_extra=env_extra)
+    return root, proc
+
+
+def test_tables_have_every_row_and_column_with_real_numbers(project):
+    root, _ = project
+    md = (root / "reports/paper_tables.md").read_text()
+    for key in ("## T1: Generation", "## T2: Masked-resampling sweep", "## T3: CFG sweep", "## T4: Inverse problems",
+                "## T5: Efficiency"):
+        assert key in md
+    for row in ("| VAR |", "| SRDD |", "| SRDD + simple resampling |", "| SRDD + masked resampling |",
+                "| SRDD + MR + tuned CFG |", "| SRDD distilled |"):
+        assert row in md
+    assert "extractor: scalewise-evaluator" in md and "git commit:" in md and "dataset: digits" in md
+    rows = list(csv.DictReader((root / "reports/paper_tables.csv").open()))
+    t1 = [r for r in rows if r["table"] == "T1"]
+    assert len({r["row"] for r in t1}) == 6
+    assert {r["column"] for r in t1} >= {"FID", "IS", "KID", "precision", "recall", "steps", "img/s", "peak MiB"}
+    for r in rows:
+        if r["column"] in ("FID", "IS", "KID", "PSNR (dB)", "SSIM", "img/s"):
+            assert math.isfinite(float(r["value"])), r
+    t2 = {(r["row"]) for r in rows if r["table"] == "T2"}
+    assert len(t2) == 2  # threshold 0.1 x iterations 1, 2
+    t4_methods = {r["value"] for r in rows if r["table"] == "T4" and r["column"] == "method"}
+    assert t4_methods == {"prior", "clamp", "guided", "clamp+guided"}
+    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 5
+    for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png"):
+        assert (root / "reports/paper_tables" / plot).stat().st_size > 0
+
+
+def test_evaluate_metrics_have_the_documented_shape(project):
+    root, _ = project
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert set(metrics) == set(MODELS)
+    for model in MODELS:
+        assert {"default", "simple", "masked"} <= set(metrics[model])
+        for setting, m in metrics[model].items():
+            assert set(REQUIRED) <= set(m), (model, setting)
+            assert m["extractor"] == "scalewise-evaluator" and m["fid"] >= 0 and m["isc"] >= 1
+            assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["images_per_s"] > 0
+    srdd = metrics["srdd"]
+    assert {"cfg=0", "cfg=1.5", "masked:t=0.1,n=1", "masked:t=0.1,n=2", "top_k=5", "top_p=0.9",
+            "masked+tuned_cfg"} <= set(srdd)
+    assert "cfg=0" not in metrics["var"]  # sweeps run on evaluate.sweeps.models only
+    assert metrics["srdd"]["default"]["cache_bytes"] == 0 and metrics["var"]["default"]["cache_bytes"] > 0
+    assert metrics["srdd_distilled"]["default"]["steps"] == 3 and metrics["srdd"]["default"]["steps"] == 4
+    n_png = len(list((root / "reports/evaluate/srdd/default").glob("*.png")))
+    assert n_png == 10 * 4  # every sample of a non-sweep setting as PNG
+    recon = json.loads((root / "metrics/evaluate_reconstruct.json").read_text())
+    assert recon["srdd"]["sr_x4"]["guided"]["fid"] >= 0 and "psnr" in recon["var"]["box_inpaint"]["prior"]
+
+
+def test_mlflow_holds_the_paper_table_run_with_every_stage(project):
+    import mlflow
+
+    root, _ = project
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("scalewise-test")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("scalewise.kind") == "pipeline"]
+    assert parent.info.run_name == "paper-table/test" and parent.info.status == "FINISHED"
+    assert "paper_tables" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = {r.data.tags["scalewise.stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {"train_evaluator", "distill", "evaluate@var", "evaluate@srdd", "evaluate@srdd_distilled",
+            "evaluate_reconstruct", "report"} <= set(children)
+    ev = children["evaluate@srdd"]
+    # the same metric keys for every model: runs compare side by side in the MLflow UI
+    assert {"default/fid", "default/isc", "masked/fid", "default/images_per_s"} <= set(ev.data.metrics)
+    assert {"default/fid", "masked/fid"} <= set(children["evaluate@var"].data.metrics)
+    assert ev.data.tags["scalewise.extractor"] == "scalewise-evaluator"
+
+
+def test_same_params_and_seed_give_identical_metrics(project):
+    root, _ = project
+    before = json.loads((root / "metrics/evaluate/srdd.json").read_text())
+    run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "evaluate@srdd"], root)
+    after = json.loads((root / "metrics/evaluate/srdd.json").read_text())
+    strip = lambda d: {s: {k: v for k, v in m.items() if k not in TIMING} for s, m in d.items()}  # noqa: E731
+    assert strip(after) == strip(before)
+
+
+def test_paper_table_command_prints_the_selected_tables_and_names_bad_ones(project):
+    root, _ = project
+    proc = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--no-repro", "--tables", "T1,t4"], root)
+    assert "## T1: Generation" in proc.stdout and "## T4: Inverse problems" in proc.stdout
+    assert "## T2" not in proc.stdout
+    bad = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--tables", "T1,T7"], root, check=False)
+    assert bad.returncode == 2 and "unknown table name(s) ['T7']" in bad.stderr
+
+
+def test_missing_inception_weights_are_a_clear_error(project, tmp_path):
+    root, _ = project
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["tracking"]["enabled"] = False
+    params["evaluate"]["inception_weights"] = str(tmp_path / "nope.pth")
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    proc = run([sys.executable, "-m", "stages.evaluate", "--model", "srdd", "--params", str(bad)], root, check=False)
+    assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
+    write_params(root, TINY_PARAMS)
