@@ -6,7 +6,8 @@ The same as ``scalewise paper-table``, as a flow: the stages come from DVC (the 
 ``report``, in DVC's order) and run one task each (``dvc repro --single-item``, so DVC skips
 what is up to date); one MLflow parent run (``paper-table/<flow run>``) holds every stage's
 nested run and the table files; the selected tables become a Prefect markdown artifact
-(key ``scalewise-paper-tables``). Returns the table file paths.
+(key ``scalewise-paper-tables``). With ``paper_table.experiments`` in params, the missing DVC
+experiments are queued and run, and T6 compares them. Returns the table file paths.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import _address, _load_params, run_stage, stage_order
-from scalewise.paper_tables import check_names, select_markdown
-from scalewise.tracking import pipeline_run
+from scalewise.experiments import check_experiments, publish
+from scalewise.paper_tables import ALL_TABLES, check_names, select_markdown
+from scalewise.tracking import git_commit, pipeline_run
 
 ARTIFACT_KEY = "scalewise-paper-tables"
 TARGET = "report"
@@ -53,9 +55,10 @@ def paper_table(root: str = ".", tables: list[str] | None = None, run_name: str 
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
-    names = check_names(tables or [])
+    names = check_names(tables or [], ALL_TABLES)
     root_path = Path(root).resolve()
     params = _load_params(root_path)
+    experiments = check_experiments((params.get("paper_table") or {}).get("experiments"))
     tracking = params.get("tracking") or {}
     retries = int((params.get("pipeline") or {}).get("retries", 1))
     order = stages_for(root_path)
@@ -72,11 +75,17 @@ def paper_table(root: str = ".", tables: list[str] | None = None, run_name: str 
         for stage in order:  # one at a time: DVC holds a repo lock during each repro
             stage_task(str(root_path), stage)
         markdown = select_markdown((root_path / TABLE_FILES[0]).read_text(), names)
+        files = [root_path / rel for rel in TABLE_FILES]
+        if experiments and "T6" in names:
+            logger.info("DVC experiments for T6 (queued when missing): %s", ", ".join(experiments))
+            written = publish(root_path, experiments, {"git commit": git_commit(root_path)})
+            markdown += "\n" + select_markdown(written[0].read_text(), ["T6"]).split("\n", 2)[-1]
+            files += written
         create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY,
                                  description=f"paper tables {', '.join(names)} of {root_path}")
-        for rel in TABLE_FILES:
-            tracker.log_artifact(root_path / rel, "paper_tables")
-    return [str(root_path / rel) for rel in TABLE_FILES]
+        for path in files:
+            tracker.log_artifact(path, "paper_tables")
+    return [str(p) for p in files]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run-name", default=None, help="name of the parent MLflow run")
     args = ap.parse_args(argv)
     try:
-        tables = check_names(args.tables.split(",")) if args.tables else None
+        tables = check_names(args.tables.split(","), ALL_TABLES) if args.tables else None
         for path in paper_table(root=args.root, tables=tables, run_name=args.run_name):
             print(path)
     except Exception as exc:  # Prefect has logged the traceback; end with one clear line

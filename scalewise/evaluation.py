@@ -155,7 +155,8 @@ def generate_set(model_path: str, tokenizer_path: str, setting: SamplingSetting,
     tokenizer = tokenizer_for(model, load_tokenizer(tokenizer_path, device))
     labels_N = torch.arange(model.num_classes).repeat_interleave(samples_per_class)
     images, cache, refine = [], 0, 0
-    generate(model, tokenizer, labels_N[:2], cfg=setting.cfg, seed=seed)  # warm-up (one-off allocations)
+    # warm-up with a full batch: first-touch page faults of the batch's buffers are not timed
+    generate(model, tokenizer, labels_N[:batch_size], cfg=setting.cfg, seed=seed)
     t0 = time.perf_counter()
     for i, start in enumerate(range(0, labels_N.numel(), batch_size)):
         g = generate(model, tokenizer, labels_N[start:start + batch_size], cfg=setting.cfg,

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-TABLES = ("T1", "T2", "T3", "T4", "T5")
+TABLES = ("T1", "T2", "T3", "T4", "T5")  # written by the `report` stage
+ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.experiments), written by paper-table
 
 # T1 rows: (label, model, setting)
 T1_ROWS = (
@@ -49,13 +50,13 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-def check_names(names: list[str]) -> list[str]:
-    """Validate table names (``T1``..``T5``, case-insensitive); raise ValueError naming the unknown ones."""
+def check_names(names: list[str], allowed: tuple[str, ...] = TABLES) -> list[str]:
+    """Validate table names (case-insensitive); raise ValueError naming the unknown ones. Empty = all."""
     wanted = [n.strip().upper() for n in names if n.strip()]
-    unknown = [n for n in wanted if n not in TABLES]
+    unknown = [n for n in wanted if n not in allowed]
     if unknown:
-        raise ValueError(f"unknown table name(s) {unknown}; allowed: {list(TABLES)}")
-    return wanted or list(TABLES)
+        raise ValueError(f"unknown table name(s) {unknown}; allowed: {list(allowed)}")
+    return wanted or list(allowed)
 
 
 def _result(evaluate: dict, model: str, setting: str) -> dict:
@@ -219,7 +220,7 @@ def to_latex(tables: list[Table]) -> str:
 
 def select_markdown(markdown: str, names: list[str]) -> str:
     """The sections ``## T<n>: ...`` of a rendered tables file for the tables ``names``."""
-    wanted = set(check_names(names))
+    wanted = set(check_names(names, ALL_TABLES))
     head, *sections = re.split(r"(?m)^(?=## T\d+: )", markdown)
     kept = [s for s in sections if s[3:].split(":", 1)[0] in wanted]
     return head + "".join(kept)

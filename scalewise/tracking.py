@@ -137,7 +137,10 @@ def stage_run(
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
-    run = mlflow.start_run(run_name=stage, tags=tags)
+    experiment_name = os.environ.get("DVC_EXP_NAME")  # set by DVC inside `dvc exp run` experiments
+    if experiment_name:
+        tags["scalewise.dvc_experiment"] = experiment_name
+    run = mlflow.start_run(run_name=f"{experiment_name}/{stage}" if experiment_name else stage, tags=tags)
     tracker = Tracker(run.info.run_id)
     try:
         tracker.log_params(params)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scalewise.io import atomic_path, write_json, write_text
-from scalewise.paper_tables import TABLES, Table, build_tables, to_csv, to_latex, to_markdown
+from scalewise.paper_tables import T1_ROWS, TABLES, Table, build_tables, to_csv, to_latex, to_markdown
 from scalewise.tracking import git_commit
 from stages._common import load_params, run_main, section, tracked
 
@@ -121,6 +121,10 @@ def main() -> None:
                  write_text("reports/paper_tables.tex", to_latex(tables))]
         files += plot_sweeps({t.key: t for t in tables}, OUT)
         tracker.set_tags({"scalewise.tables": ",".join(t.key for t in tables)})
+        keys = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes", "steps")
+        for _, model, setting in T1_ROWS:  # T1 as metrics: compare runs side by side in the MLflow UI
+            r = evaluate[model][setting]
+            tracker.log_metrics({f"t1/{model}/{setting.replace('+', '_')}/{k}": float(r[k]) for k in keys})
         for path in [metrics, *files]:
             tracker.log_artifact(path, "paper_tables")
     print(f"report: {len(tables)} tables -> reports/paper_tables.md/.csv/.tex")

@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from swtest import TINY_PARAMS, make_project, run, write_params
+from swtest import TINY_PARAMS, make_project, run
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +24,15 @@ REQUIRED = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_me
 TIMING = ("images_per_s", "peak_memory_bytes")
 
 
+EXPERIMENT = {"drop02": ["train.common.model.cond_drop=0.2"]}  # a training setting that differs: a queued DVC experiment
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     prefect_home = tmp_path_factory.mktemp("prefect")
-    root = make_project(tmp_path_factory.mktemp("tables"), TINY_PARAMS)
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["paper_table"]["experiments"] = EXPERIMENT
+    root = make_project(tmp_path_factory.mktemp("tables"), params)
     env_extra = {"PREFECT_HOME": str(prefect_home), "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage")}
     proc = run([sys.executable, "-m", "flows.paper_table", "--root", str(root), "--run-name", "paper-table/test"],
                root, env_extra=env_extra)
@@ -58,6 +63,21 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 5
     for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png"):
         assert (root / "reports/paper_tables" / plot).stat().st_size > 0
+
+
+def test_experiments_with_other_training_settings_are_queued_and_compared(project):
+    root, _ = project
+    md = (root / "reports/paper_experiments.md").read_text()
+    assert "## T6: Experiments" in md
+    for model in MODELS:
+        assert f"| drop02 | train.common.model.cond_drop=0.2 | {model} |" in md
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], root).stdout)
+    names = [r["name"] for rev in shown for e in (rev.get("experiments") or []) for r in e["revs"]]
+    assert names == ["drop02"]
+    exp_params = [r["data"]["params"]["params.yaml"]["data"] for rev in shown for e in (rev.get("experiments") or [])
+                  for r in e["revs"]][0]
+    assert exp_params["train"]["common"]["model"]["cond_drop"] == 0.2
+    assert yaml.safe_load((root / "params.yaml").read_text())["train"]["common"]["model"]["cond_drop"] == 0.1  # untouched
 
 
 def test_evaluate_metrics_have_the_documented_shape(project):
@@ -96,11 +116,15 @@ def test_mlflow_holds_the_paper_table_run_with_every_stage(project):
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert {"train_evaluator", "distill", "evaluate@var", "evaluate@srdd", "evaluate@srdd_distilled",
             "evaluate_reconstruct", "report"} <= set(children)
+    exp_runs = [r for r in runs if r.data.tags.get("scalewise.dvc_experiment") == "drop02"]
+    assert "drop02/evaluate@srdd" in {r.info.run_name for r in exp_runs}  # the experiment's stages, named by it
     ev = children["evaluate@srdd"]
     # the same metric keys for every model: runs compare side by side in the MLflow UI
     assert {"default/fid", "default/isc", "masked/fid", "default/images_per_s"} <= set(ev.data.metrics)
     assert {"default/fid", "masked/fid"} <= set(children["evaluate@var"].data.metrics)
     assert ev.data.tags["scalewise.extractor"] == "scalewise-evaluator"
+    assert {"t1/var/default/fid", "t1/srdd/masked_tuned_cfg/fid", "t1/srdd_distilled/default/images_per_s"} \
+        <= set(children["report"].data.metrics)
 
 
 def test_same_params_and_seed_give_identical_metrics(project):
@@ -116,7 +140,9 @@ def test_paper_table_command_prints_the_selected_tables_and_names_bad_ones(proje
     root, _ = project
     proc = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--no-repro", "--tables", "T1,t4"], root)
     assert "## T1: Generation" in proc.stdout and "## T4: Inverse problems" in proc.stdout
-    assert "## T2" not in proc.stdout
+    assert "## T2" not in proc.stdout and "## T6" not in proc.stdout
+    t6 = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--no-repro", "--tables", "T6"], root)
+    assert "## T6: Experiments" in t6.stdout and "| drop02 |" in t6.stdout
     bad = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--tables", "T1,T7"], root, check=False)
     assert bad.returncode == 2 and "unknown table name(s) ['T7']" in bad.stderr
 
@@ -125,9 +151,9 @@ def test_missing_inception_weights_are_a_clear_error(project, tmp_path):
     root, _ = project
     params = json.loads(json.dumps(TINY_PARAMS))
     params["tracking"]["enabled"] = False
+    params["paper_table"]["experiments"] = EXPERIMENT
     params["evaluate"]["inception_weights"] = str(tmp_path / "nope.pth")
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
     proc = run([sys.executable, "-m", "stages.evaluate", "--model", "srdd", "--params", str(bad)], root, check=False)
     assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
-    write_params(root, TINY_PARAMS)

@@ -70,3 +70,18 @@ def test_unknown_table_names_and_missing_results_are_named():
         build_tables(["T5"], {k: v for k, v in _evaluate().items() if k != "srdd_distilled"}, RECON, CONTEXT)
     with pytest.raises(MissingResult, match="no CFG sweep"):
         build_tables(["T3"], {"srdd": {"default": _result(1.0)}}, RECON, CONTEXT)
+
+
+def test_experiment_settings_are_validated():
+    from scalewise.config import ConfigError
+    from scalewise.experiments import check_experiments
+
+    assert check_experiments(None) == {} and check_experiments({}) == {}
+    assert check_experiments({"deep-3": ["train.common.model.depth=3"]}) == {"deep-3": ["train.common.model.depth=3"]}
+    with pytest.raises(ConfigError, match="name 'a b'"):
+        check_experiments({"a b": ["x=1"]})
+    with pytest.raises(ConfigError, match=r"experiments\.deep: expected a non-empty list of 'key=value'"):
+        check_experiments({"deep": "train.common.model.depth=3"})
+    with pytest.raises(ConfigError, match="must map a name"):
+        check_experiments(["x=1"])
+    assert check_names([], ("T1", "T6")) == ["T1", "T6"]
