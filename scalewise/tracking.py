@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from scalewise.config import flatten
 
 PARENT_ENV = "SCALEWISE_PARENT_RUN_ID"
+PIPELINE_OUTPUTS = ("dvc.lock", "metrics/", "plots/", "reports/")  # tracked files a pipeline run rewrites
 _MAX_PARAM_LEN = 6000
 
 
@@ -38,10 +39,12 @@ def git_commit(root: str | os.PathLike = ".") -> str:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
+        changed = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        ).stdout.splitlines()
+        # A pipeline run rewrites dvc.lock and its metrics / plots / tables: not a dirty source tree.
+        dirty = [line for line in changed if not line[3:].startswith(PIPELINE_OUTPUTS)]
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

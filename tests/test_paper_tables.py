@@ -85,3 +85,25 @@ def test_experiment_settings_are_validated():
     with pytest.raises(ConfigError, match="must map a name"):
         check_experiments(["x=1"])
     assert check_names([], ("T1", "T6")) == ["T1", "T6"]
+
+
+def test_git_commit_is_dirty_for_source_changes_not_for_pipeline_outputs(tmp_path):
+    import subprocess
+
+    from scalewise.tracking import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "metrics").mkdir()
+    for name in ("dvc.lock", "metrics/m.json", "code.py"):
+        (tmp_path / name).write_text("a")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert not git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "dvc.lock").write_text("b")
+    (tmp_path / "metrics/m.json").write_text("b")
+    assert not git_commit(tmp_path).endswith("-dirty")  # a pipeline run rewrote its outputs
+    (tmp_path / "code.py").write_text("b")
+    assert git_commit(tmp_path).endswith("-dirty")
