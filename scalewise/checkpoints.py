@@ -19,7 +19,12 @@ def save_model(path: str | os.PathLike, model: Tokenizer | ScaleTransformer, **e
     return save_torch(path, {"kind": kind, "config": to_dict(model.cfg), "state_dict": model.state_dict(), **extra})
 
 
-def _load(path: str | os.PathLike, kind: str, device: str | torch.device):
+def load_checkpoint(path: str | os.PathLike, kind: str, device: str | torch.device = "cpu") -> dict:
+    """``{"kind", "config", "state_dict", ...}`` of a scalewise model file of ``kind``.
+
+    Raises FileNotFoundError / ValueError naming the file when it is missing, unreadable, not a
+    model file, or holds another kind of model.
+    """
     obj = load_torch(path, map_location=device)
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
         raise ValueError(f"{path}: not a scalewise {kind} checkpoint (no config/state_dict)")
@@ -30,21 +35,22 @@ def _load(path: str | os.PathLike, kind: str, device: str | torch.device):
 
 def load_tokenizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> Tokenizer:
     """The tokenizer saved at ``path`` (by the ``train_vqvae`` stage), in eval mode."""
-    obj = _load(path, "tokenizer", device)
+    obj = load_checkpoint(path, "tokenizer", device)
     model = Tokenizer(from_dict(TokenizerConfig, obj["config"], f"{path}: config"))
-    _load_state(model, obj["state_dict"], path)
+    load_state_checked(model, obj["state_dict"], path)
     return model.to(device).eval().channels_last_()
 
 
 def load_transformer(path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaleTransformer:
     """The transformer saved at ``path`` (by the ``train`` stage), in eval mode."""
-    obj = _load(path, "transformer", device)
+    obj = load_checkpoint(path, "transformer", device)
     model = ScaleTransformer(from_dict(TransformerConfig, obj["config"], f"{path}: config"))
-    _load_state(model, obj["state_dict"], path)
+    load_state_checked(model, obj["state_dict"], path)
     return model.to(device).eval()
 
 
-def _load_state(model: torch.nn.Module, state: dict, path) -> None:
+def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is a ValueError naming ``path``."""
     ours = model.state_dict()
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))

@@ -21,7 +21,7 @@ from scalewise.allocator import keep_freed_memory
 
 
 
-def _venv_env() -> dict[str, str]:
+def venv_env() -> dict[str, str]:
     """The environment with this interpreter's bin folder first on PATH (so ``python3`` is ours)."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -34,7 +34,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         available = sorted(p.stem for p in Path("stages").glob("[!_]*.py"))
         print(f"error: unknown stage '{args.name}' (no {module}); available: {available}", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, "-m", f"stages.{args.name}", *args.rest], env=_venv_env())
+    return subprocess.call([sys.executable, "-m", f"stages.{args.name}", *args.rest], env=venv_env())
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         "pipeline", enabled=bool(tracking.get("enabled", True)),
         experiment=str(tracking.get("experiment", "scalewise")),
     ) as tracker:
-        rc = subprocess.call([sys.executable, "-m", "dvc", "repro", *args.rest], env=_venv_env())
+        rc = subprocess.call([sys.executable, "-m", "dvc", "repro", *args.rest], env=venv_env())
         if rc != 0:
             raise SystemExit(rc)
         metrics = Path("metrics")

@@ -14,7 +14,6 @@ T6 compares them (``reports/paper_experiments.md``, ``.csv``, ``.tex``).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +36,9 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
                       experiment=str(tracking.get("experiment", "scalewise")),
                       tags={"scalewise.command": "paper-table"}) as tracker:
         if not args.no_repro:
-            env = dict(os.environ)
-            env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-            rc = subprocess.call([sys.executable, "-m", "dvc", "repro", "report"], env=env)
+            from scalewise.cli import venv_env
+
+            rc = subprocess.call([sys.executable, "-m", "dvc", "repro", "report"], env=venv_env())
             if rc != 0:
                 print(f"error: dvc repro report failed (exit {rc})", file=sys.stderr)
                 return rc

@@ -22,10 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from scalewise.checkpoints import _load_state
+from scalewise.checkpoints import load_checkpoint, load_state_checked
 from scalewise.config import ConfigError, from_dict, to_dict
 from scalewise.images import to_unit
-from scalewise.io import load_torch, save_torch
+from scalewise.io import save_torch
+from scalewise.train_tokenizer import lr_at, resolve_device
 
 KIND = "evaluator"
 MAX_TRUNK_SIZE = 32  # stride-2 stem convs bring larger images down to this side (bounds the compute)
@@ -73,7 +74,7 @@ class EvaluatorConfig:
     feat_dim: int = 64  # penultimate feature dimension; at most 4 x width is useful (its rank)
     steps: int = 300  # optimiser steps
     batch_size: int = 128
-    lr: float = 2e-3  # peak AdamW learning rate (linear warm-up, cosine decay to 0)
+    lr: float = 2e-3  # peak AdamW learning rate (5% linear warm-up, cosine decay to 10%)
     weight_decay: float = 5e-4  # AdamW decoupled weight decay
     seed: int = 0  # initialisation, batch order and augmentation
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
@@ -164,15 +165,6 @@ def _translate(x_BCHW: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tens
     return crops_BHWC.permute(0, 3, 1, 2).contiguous()
 
 
-def _lr_at(step: int, cfg: EvaluatorConfig) -> float:
-    """Linear warm-up over 5% of the steps, then cosine decay to 0."""
-    warmup = max(1, cfg.steps // 20)
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, cfg.steps - warmup)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
 @torch.no_grad()
 def evaluate_classifier(model: Evaluator, images_u8: torch.Tensor, labels: torch.Tensor,
                         batch_size: int = 256) -> dict[str, float]:
@@ -218,7 +210,7 @@ def train_evaluator(cfg: EvaluatorConfig, train_u8: torch.Tensor, train_labels: 
     if lowest < 0 or seen > num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {lowest}..{seen - 1}")
     arch = EvaluatorArch(int(train_u8.shape[1]), int(train_u8.shape[2]), num_classes, cfg.width, cfg.feat_dim)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = Evaluator(arch).to(device=device, memory_format=torch.channels_last)
@@ -238,7 +230,7 @@ def train_evaluator(cfg: EvaluatorConfig, train_u8: torch.Tensor, train_labels: 
         if cfg.augment:
             x_BCHW = _translate(x_BCHW, 2, g)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.lr, max(1, cfg.steps // 20), cfg.steps)  # 5% warm-up, cosine
         loss = F.cross_entropy(model(x_BCHW.to(device)), train_labels[idx].to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"train_evaluator: loss is {loss.item()} at step {step}; lower train_evaluator.lr")
@@ -272,12 +264,7 @@ def load_evaluator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         FileNotFoundError: no such file.
         ValueError: not an evaluator checkpoint, or its weights do not match its config.
     """
-    obj = load_torch(path, map_location="cpu")
-    if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
-        raise ValueError(f"{path}: not a scalewise evaluator checkpoint (no config/state_dict)")
-    if obj.get("kind") != KIND:
-        raise ValueError(f"{path}: holds a {obj.get('kind')!r} checkpoint, expected an evaluator "
-                         f"(made by the train_evaluator stage)")
+    obj = load_checkpoint(path, KIND)
     model = Evaluator(from_dict(EvaluatorArch, obj["config"], f"{path}: config"))
-    _load_state(model, obj["state_dict"], path)
+    load_state_checked(model, obj["state_dict"], path)
     return model.to(device=device, memory_format=torch.channels_last).eval()

@@ -41,10 +41,10 @@ def check_experiments(experiments: Any) -> dict[str, list[str]]:
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    from scalewise.cli import venv_env
     from scalewise.tracking import default_tracking_uri
 
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env = venv_env()
     # Experiments run in temporary copies of the repository: their stages log to this
     # workspace's MLflow store (run names "<experiment>/<stage>"), not to a copy of it.
     env["MLFLOW_TRACKING_URI"] = default_tracking_uri(root)

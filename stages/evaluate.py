@@ -68,6 +68,12 @@ class EvaluateConfig:
             raise ConfigError(f"evaluate.sweeps.samples_per_class must be >= 1, got {self.sweeps.samples_per_class}")
 
 
+def reference_key(data_dir: str | Path) -> str:
+    """The name of the test split's cached reference statistics (torch-fidelity adds the extractor's hash)."""
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    return f"test-{manifest['content_hash'][:16]}"
+
+
 def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSetting, int, bool]]:
     """(name, setting, samples per class, is sweep) in evaluation order; ``masked+tuned_cfg`` is added later."""
     base = setting_from(SamplingSetting(), cfg.sampling, "evaluate.sampling")
@@ -108,8 +114,7 @@ def main() -> None:
         raise FileNotFoundError(f"{model_path}: no such model (run `dvc repro` for the stage that writes it)")
     extractor = resolve_extractor(args.evaluator, cfg.inception_weights)
     test_u8, test_labels, class_names = load_split(args.data, "test")
-    manifest = json.loads((Path(args.data) / "manifest.json").read_text())
-    reference_key = f"test-{manifest['content_hash'][:16]}"  # the cache name adds the extractor's hash
+    ref_key = reference_key(args.data)
     plan = setting_plan(cfg, args.model)
     reports = Path(f"reports/evaluate/{args.model}")
     results: dict[str, dict[str, Any]] = {}
@@ -120,7 +125,7 @@ def main() -> None:
         s = gen(str(model_path), args.tokenizer, setting, per_class, cfg.batch_size, cfg.seed, cfg.device,
                 cfg.threads)
         metrics = fidelity_metrics(s.images_u8, test_u8, extractor, kid_subset_size=cfg.kid_subset_size,
-                                   cache_dir=args.cache, reference_key=reference_key, device=cfg.device)
+                                   cache_dir=args.cache, reference_key=ref_key, device=cfg.device)
         metrics.update(images_per_s=s.images_per_s, peak_memory_bytes=s.peak_memory_bytes,
                        cache_bytes=s.cache_bytes, steps=s.steps, samples_per_class=per_class,
                        sweep=sweep, isolated=isolated, setting=setting.as_dict())

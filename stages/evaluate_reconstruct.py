@@ -26,7 +26,7 @@ from scalewise.data import load_split
 from scalewise.fidelity import fidelity_metrics, resolve_extractor
 from scalewise.io import write_json
 from stages._common import load_params, run_main, section, tracked
-from stages.evaluate import EvaluateConfig
+from stages.evaluate import EvaluateConfig, reference_key
 
 
 def load_png_folder(folder: Path) -> torch.Tensor:
@@ -60,8 +60,7 @@ def main() -> None:
     summary = json.loads(summary_path.read_text())
     extractor = resolve_extractor(args.evaluator, cfg.inception_weights)
     test_u8, _, _ = load_split(args.data, "test")
-    manifest = json.loads((Path(args.data) / "manifest.json").read_text())
-    reference_key = f"test-{manifest['content_hash'][:16]}"  # the cache name adds the extractor's hash
+    ref_key = reference_key(args.data)
 
     cells = [(v, t, m) for v, tasks in summary.items() for t, methods in tasks.items() for m in methods]
     out: dict = {}
@@ -69,7 +68,7 @@ def main() -> None:
         for variant, task, method in tqdm(cells, desc="evaluate_reconstruct"):
             images = load_png_folder(Path(args.reconstruct) / variant / task / method.replace("+", "_"))
             scores = fidelity_metrics(images, test_u8, extractor, kid_subset_size=min(cfg.kid_subset_size,
-                                      images.shape[0]), cache_dir=args.cache, reference_key=reference_key,
+                                      images.shape[0]), cache_dir=args.cache, reference_key=ref_key,
                                       device=cfg.device)
             row = dict(summary[variant][task][method])
             row.update(fid=scores["fid"], kid=scores["kid"], extractor=scores["extractor"], num_images=images.shape[0])
