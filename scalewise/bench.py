@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from scalewise.allocator import freed_memory_kept
 from scalewise.masks import context_scales
+from scalewise.precision import autocast, weight_dtype
 from scalewise.sampling import generate
 from scalewise.tokenizer import Tokenizer, TokenizerConfig
 from scalewise.transformer import ScaleTransformer, TransformerConfig
@@ -109,16 +110,6 @@ def matmul_peak_gflops(device: str = "cpu", dtype: str = "fp32", size: int = 102
     return 2.0 * 2 * size * size * size / best / 1e9
 
 
-def bf16_native(device: str = "cpu") -> bool:
-    """Whether bf16 matrix work runs natively here (AVX512-BF16 / AMX on CPU; any CUDA GPU)."""
-    if torch.device(device).type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 @contextmanager
 def peak_rss(interval_s: float = 0.005) -> Iterator[dict]:
     """Track the process's peak RSS (bytes) while the block runs: ``result['peak']``."""
@@ -141,23 +132,6 @@ def peak_rss(interval_s: float = 0.005) -> Iterator[dict]:
         stop.set()
         thread.join()
         result["peak"] = max(result["peak"], proc.memory_info().rss)
-
-
-DTYPES = ("fp32", "bf16", "bf16-autocast")
-
-
-def autocast(device: torch.device, dtype: str):
-    """``bf16-autocast``: autocast on the device; ``fp32`` / ``bf16`` (weights cast): nothing."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; allowed: {list(DTYPES)}")
-    if dtype == "bf16-autocast":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def weight_dtype(dtype: str) -> torch.dtype:
-    """Parameter dtype of a benchmark setting: bf16 weights for ``bf16``, fp32 otherwise."""
-    return torch.bfloat16 if dtype == "bf16" else torch.float32
 
 
 def _sync(device: torch.device) -> None:

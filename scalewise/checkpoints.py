@@ -59,3 +59,23 @@ def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathL
         raise ValueError(f"{path}: checkpoint does not match its config: missing {missing[:8]}, "
                          f"unexpected {unexpected[:8]}, mis-shaped {shape[:8]}")
     model.load_state_dict(state)
+
+
+# The official VAR release files (re-exported here: every model-file loader lives in this module).
+from scalewise.official import OfficialModels, load_official_var, save_official_var  # noqa: E402,F401
+
+
+def load_models(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
+                official_vae: str | os.PathLike | None = None, official_var: str | os.PathLike | None = None,
+                device: str | torch.device = "cpu") -> tuple[ScaleTransformer, Tokenizer]:
+    """The (transformer, tokenizer) to sample or restore with, in eval mode.
+
+    Either the official release files (``official_vae`` and ``official_var``, both) or our own
+    checkpoints (``model`` and ``tokenizer``).
+    """
+    if (official_vae is None) != (official_var is None):
+        raise ValueError("give both --official-vae and --official-var (the release's VQVAE and VAR files)")
+    if official_vae is not None:
+        release = load_official_var(official_vae, official_var, device)
+        return release.transformer, release.tokenizer.channels_last_()
+    return load_transformer(model, device), load_tokenizer(tokenizer, device)

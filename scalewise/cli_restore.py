@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from scalewise.cli import add_model_args
     from scalewise.posterior.guidance import METHODS
     from scalewise.posterior.user_task import USER_TASKS
 
@@ -30,8 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel-size", type=int, default=9, help="deblur: Gaussian kernel size (odd, pixels)")
     p.add_argument("--sigma", type=float, default=2.0, help="deblur: Gaussian blur std (pixels)")
     p.add_argument("--method", default="guided", choices=METHODS)
-    p.add_argument("--model", default="models/srdd.pt", help="transformer checkpoint (models/var.pt, models/srdd.pt)")
-    p.add_argument("--tokenizer", default="models/tokenizer.pt")
+    add_model_args(p, "models/srdd.pt")
     p.add_argument("--class-label", type=int, default=None, help="class to condition on (default: unconditional)")
     p.add_argument("--num-samples", type=int, default=1, help="independent restorations (posterior samples)")
     p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance (with --class-label)")
@@ -41,7 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--relax", default="gumbel", choices=["gumbel", "straight_through"])
     p.add_argument("--tau", type=float, default=1.0, help="relaxation temperature")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="restored.png", help="PNG: observation | restorations side by side")
     p.add_argument("--folder", default=None, help="also write one PNG per restoration here")
     p.set_defaults(func=cmd_restore)
@@ -50,16 +49,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     import torch
 
-    from scalewise.checkpoints import load_tokenizer, load_transformer
+    from scalewise.checkpoints import load_models
     from scalewise.images import load_image, load_mask, save_grid, save_png, to_uint8
     from scalewise.posterior.guidance import PosteriorGuidanceConfig
     from scalewise.posterior.restoration import observation_image, restore
     from scalewise.posterior.user_task import build_user_task, keep_mask_from_png, observed_size
+    from scalewise.precision import autocast, prepare_for_inference
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    tokenizer = load_tokenizer(args.tokenizer, args.device)
-    model = load_transformer(args.model, args.device)
+    model, tokenizer = load_models(args.model, args.tokenizer, args.official_vae, args.official_var, args.device)
+    prepare_for_inference(model, tokenizer, args.dtype, args.compile)
     size = tokenizer.cfg.downsample * tokenizer.patch_nums[-1]  # the model's image side (pixels)
     channels = tokenizer.cfg.in_channels
     side = observed_size(args.task, size, args.factor)
@@ -86,9 +86,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     labels = None if args.class_label is None else torch.full((n,), args.class_label, dtype=torch.long)
     config = PosteriorGuidanceConfig(cfg=args.cfg, alpha=args.alpha, grad_steps=args.grad_steps, relax=args.relax,
                                      tau=args.tau, guide_from_scale=args.guide_from_scale)
-    res = restore(model, tokenizer, op, y_N, args.method, config, labels, batch_size=n, seed=args.seed,
-                  progress=True)
-    images = res.images.cpu()
+    with autocast(args.device, args.dtype):
+        res = restore(model, tokenizer, op, y_N, args.method, config, labels, batch_size=n, seed=args.seed,
+                      progress=True)
+    images = res.images.float().cpu()
     obs = observation_image(op, y_N[:1].cpu())
     save_grid(torch.cat((obs, images)), args.out, nrow=1 + n)
     print(f"wrote {args.out} (observation | {n} {args.method} restoration(s), {res.sec_per_image:.2f} s/image)")

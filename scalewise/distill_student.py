@@ -148,8 +148,8 @@ def teacher_logits_on_student_inputs(teacher: ScaleTransformer, labels_B: torch.
     if teacher.cfg.masked_objective:  # the ordinary prediction: every token hidden
         h_BLC = h_BLC + teacher.mask_embed
     bias = attn_bias(student_pn, "markov").to(h_BLC.device, h_BLC.dtype)
-    for blk in teacher.blocks:
-        h_BLC = blk(h_BLC, blk.modulation(cond_BD), bias)
+    for blk, mod in zip(teacher.blocks, teacher.block_modulations(cond_BD)):
+        h_BLC = blk(h_BLC, mod, bias)
     return teacher.head(teacher.head_nm(h_BLC, teacher.head_nm.modulation(cond_BD))).float()
 
 

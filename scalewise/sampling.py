@@ -145,7 +145,7 @@ class ScaleRunner:
         self.pn = model.cfg.patch_nums
         self.slices = model.scale_slices()
         self.cond_BD = cond_BD
-        self.mods = [blk.modulation(cond_BD) for blk in model.blocks]  # once per sample
+        self.mods = model.block_modulations(cond_BD)  # once per sample
         self.head_mod = model.head_nm.modulation(cond_BD)
         B, H, hd = cond_BD.shape[0], model.cfg.heads, model.cfg.width // model.cfg.heads
         if self.kind == "causal":

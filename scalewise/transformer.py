@@ -45,6 +45,7 @@ class TransformerConfig:
     masked_objective: bool = False
     attn_l2_norm: bool = True
     norm_eps: float = 1e-6
+    shared_aln: bool = False  # one AdaLN linear for all blocks plus a learned per-block offset
 
     def __post_init__(self) -> None:
         self.patch_nums = [int(p) for p in self.patch_nums]
@@ -131,7 +132,11 @@ class FFN(nn.Module):
 
 
 class AdaLNSelfAttn(nn.Module):
-    """Pre-norm block; LayerNorm scale/shift and residual gates come from the class embedding."""
+    """Pre-norm block; LayerNorm scale/shift and residual gates come from the class embedding.
+
+    Per-block AdaLN (``ada_lin``, VAR's default) or, with ``shared_aln``, a learned offset
+    ``ada_gss`` (1, 1, 6, C) added to the model's shared modulation.
+    """
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -139,10 +144,20 @@ class AdaLNSelfAttn(nn.Module):
         self.attn = SelfAttention(C, cfg.heads, cfg.attn_l2_norm)
         self.ffn = FFN(C, round(C * cfg.mlp_ratio))
         self.ln_wo_grad = nn.LayerNorm(C, eps=cfg.norm_eps, elementwise_affine=False)
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
+        if cfg.shared_aln:
+            self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, C))
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
 
-    def modulation(self, cond_BD: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, 1, 6, C): gamma1, gamma2, scale1, scale2, shift1, shift2."""
+    def modulation(self, cond_BD: torch.Tensor, shared_B16C: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) -> (B, 1, 6, C): gamma1, gamma2, scale1, scale2, shift1, shift2.
+
+        ``shared_B16C``: the shared modulation (needed, and only used, with ``shared_aln``).
+        """
+        if hasattr(self, "ada_gss"):
+            if shared_B16C is None:
+                raise ValueError("a shared-AdaLN block needs the model's shared modulation")
+            return self.ada_gss + shared_B16C
         return self.ada_lin(cond_BD).view(cond_BD.shape[0], 1, 6, -1)
 
     def forward(self, x_BLC: torch.Tensor, mod_B16C: torch.Tensor, bias: torch.Tensor | None,
@@ -218,6 +233,8 @@ class ScaleTransformer(nn.Module):
         self.pos_1LC = nn.Parameter(torch.empty(1, cfg.num_tokens, C))
         self.lvl_embed = nn.Embedding(K, C)
         self.word_embed = nn.Linear(cfg.cvae, C)
+        if cfg.shared_aln:
+            self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
         self.blocks = nn.ModuleList([AdaLNSelfAttn(cfg) for _ in range(cfg.depth)])
         self.head_nm = AdaLNBeforeHead(C, cfg.norm_eps)
         self.head = nn.Linear(C, V)
@@ -240,9 +257,10 @@ class ScaleTransformer(nn.Module):
         for p in (self.pos_start, self.pos_1LC):
             nn.init.trunc_normal_(p, std=std)
         # adaLN-zero: every block starts as the identity; the head starts unmodulated.
-        for blk in self.blocks:
-            nn.init.zeros_(blk.ada_lin[1].weight)
-            nn.init.zeros_(blk.ada_lin[1].bias)
+        for lin in [blk.ada_lin[1] for blk in self.blocks if hasattr(blk, "ada_lin")] + (
+                [self.shared_ada_lin[1]] if self.cfg.shared_aln else []):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
         nn.init.zeros_(self.head_nm.ada_lin[1].weight)
         nn.init.zeros_(self.head_nm.ada_lin[1].bias)
         self.head.weight.data.mul_(0.1)
@@ -265,6 +283,13 @@ class ScaleTransformer(nn.Module):
                 f"got {labels_B.tolist()}"
             )
         return self.class_emb(labels_B)
+
+    def block_modulations(self, cond_BD: torch.Tensor) -> list[torch.Tensor]:
+        """AdaLN modulation (B, 1, 6, C) of every block; computed once per sample when sampling."""
+        shared = None
+        if self.cfg.shared_aln:
+            shared = self.shared_ada_lin(cond_BD).view(cond_BD.shape[0], 1, 6, -1)
+        return [blk.modulation(cond_BD, shared) for blk in self.blocks]
 
     def embed_inputs(self, cond_BD: torch.Tensor, x_BlCv: torch.Tensor | None, sl: slice) -> torch.Tensor:
         """Input embeddings of token range ``sl`` (B, n, C): start token for scale 1, else word_embed."""
@@ -308,6 +333,6 @@ class ScaleTransformer(nn.Module):
                 tokens_BL = torch.zeros(h.shape[:2], dtype=torch.long, device=h.device)
             h = h + self.reveal_embed(tokens_BL, revealed_BL)
         bias = self.attn_bias_LL[:L, :L].to(h.dtype)
-        for blk in self.blocks:
-            h = blk(h, blk.modulation(cond_BD), bias)
+        for blk, mod in zip(self.blocks, self.block_modulations(cond_BD)):
+            h = blk(h, mod, bias)
         return self.head(self.head_nm(h, self.head_nm.modulation(cond_BD))).float()

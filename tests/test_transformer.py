@@ -13,14 +13,14 @@ from scalewise.transformer import ScaleTransformer, TransformerConfig
 PATCH_NUMS = [[1, 2, 3, 4], [1, 2, 4], [2, 3, 5]]
 
 
-def tiny_pair(patch_nums, kind, masked=False, seed=0, depth=2):
+def tiny_pair(patch_nums, kind, masked=False, seed=0, depth=2, shared_aln=False):
     torch.manual_seed(seed)
     ds = 4
     tok = Tokenizer(TokenizerConfig(ch=8, ch_mult=[1, 2, 2], downsample=ds, vocab_size=32, cvae=8,
                                     patch_nums=patch_nums, share_quant_resi=2, in_channels=1)).eval()
     model = ScaleTransformer(TransformerConfig(depth=depth, width=32, heads=2, vocab_size=32, cvae=8,
                                                patch_nums=patch_nums, num_classes=3, mask_kind=kind,
-                                               masked_objective=masked)).eval()
+                                               masked_objective=masked, shared_aln=shared_aln)).eval()
     # Make every parameter non-trivial (adaLN-zero init would hide mask leaks).
     with torch.no_grad():
         for p in model.parameters():
@@ -78,10 +78,10 @@ def test_logits_of_a_scale_ignore_inputs_outside_its_context(patch_nums, kind, d
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
-@pytest.mark.parametrize("masked", [False, True])
-def test_cached_sampling_equals_full_recomputation_with_cfg(kind, masked):
+@pytest.mark.parametrize("masked,shared_aln", [(False, False), (True, False), (False, True)])
+def test_cached_sampling_equals_full_recomputation_with_cfg(kind, masked, shared_aln):
     patch_nums = [1, 2, 3, 4]
-    model, tok = tiny_pair(patch_nums, kind, masked=masked)
+    model, tok = tiny_pair(patch_nums, kind, masked=masked, shared_aln=shared_aln)
     labels = torch.tensor([0, 1, 2])
     cfg = 2.0
     g = generate(model, tok, labels, cfg=cfg, seed=3, return_logits=True)
@@ -231,3 +231,14 @@ def test_inference_block_equals_training_block():
     with torch.no_grad():
         fast_path = model(labels, x)
     assert torch.allclose(grad_path, fast_path, atol=1e-5)
+
+
+def test_shared_adaln_blocks_differ_by_their_offsets_only():
+    model, _ = tiny_pair([1, 2, 3], "causal", shared_aln=True, depth=3)
+    assert not any(hasattr(blk, "ada_lin") for blk in model.blocks)
+    cond_BD = model.cond(torch.tensor([0, 2]))
+    mods = model.block_modulations(cond_BD)
+    shared = model.shared_ada_lin(cond_BD).view(2, 1, 6, -1)
+    for blk, mod in zip(model.blocks, mods):
+        torch.testing.assert_close(mod, blk.ada_gss + shared)
+    assert not torch.allclose(mods[0], mods[1])

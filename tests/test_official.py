@@ -1,0 +1,206 @@
+"""Importing the official VAR release files: layout, exact equivalence, round trip, bad input, CLI.
+
+No download: state dicts in the release layout (key names, shapes, buffers) are generated with
+random values by ``official_layout``, which also holds an independent functional
+implementation of the release architecture written directly against those keys.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from official_layout import (
+    official_vae_state,
+    official_var_state,
+    ref_teacher_forcing_input,
+    ref_vae_decode,
+    ref_vae_encode,
+    ref_var_logits,
+)
+from scalewise.checkpoints import load_models, load_official_var, save_model, save_official_var
+from scalewise.official import OfficialCheckpointError, official_state_dicts
+from scalewise.precision import compile_transformer
+from scalewise.sampling import cfg_scale, combine_cfg, generate
+from swtest import ROOT
+
+PATCH_NUMS = (1, 2, 4, 8)  # 32 px images, VAE downsampling 4
+VAE_KW = dict(vocab_size=64, cvae=8, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, share_quant_resi=4,
+              num_scales=len(PATCH_NUMS))
+
+
+def write_release(tmp_path, depth=2, shared_aln=False, seed=0, vae_kw=None, var_name=None):
+    """Release-layout files ``vae.pth`` and ``var_d{depth}.pth`` with random weights; returns paths and states."""
+    vae = official_vae_state(**(vae_kw or VAE_KW), seed=seed)
+    var = official_var_state(depth=depth, vocab_size=64, cvae=8, num_classes=5, patch_nums=PATCH_NUMS,
+                             shared_aln=shared_aln, seed=seed + 1)
+    vae_path, var_path = tmp_path / "vae.pth", tmp_path / (var_name or f"var_d{depth}.pth")
+    torch.save(vae, vae_path)
+    torch.save(var, var_path)
+    return vae_path, var_path, vae, var
+
+
+@pytest.mark.parametrize("shared_aln", [False, True])
+def test_release_files_load_with_every_key_and_round_trip_bit_exactly(tmp_path, shared_aln):
+    vae_path, var_path, vae, var = write_release(tmp_path, depth=3, shared_aln=shared_aln)
+    release = load_official_var(vae_path, var_path)
+    t, k = release.transformer.cfg, release.tokenizer.cfg
+    assert (t.depth, t.width, t.heads, t.num_classes, t.patch_nums, t.shared_aln) == \
+        (3, 192, 3, 5, list(PATCH_NUMS), shared_aln)
+    assert (k.ch, k.ch_mult, k.num_res_blocks, k.downsample, k.vocab_size, k.cvae, k.share_quant_resi, k.use_attn) == \
+        (32, [1, 2, 2], 1, 4, 64, 8, 4, True)
+    assert release.image_size == 32
+    save_official_var(release, tmp_path / "vae2.pth", tmp_path / "var2.pth")
+    for original, path in ((vae, tmp_path / "vae2.pth"), (var, tmp_path / "var2.pth")):
+        back = torch.load(path, weights_only=True)
+        assert list(back) == list(original)  # same keys, same order
+        for key, value in original.items():
+            assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+
+
+def test_our_tokenizer_equals_the_release_architecture(tmp_path):
+    vae_path, var_path, vae, _ = write_release(tmp_path)
+    tok = load_official_var(vae_path, var_path).tokenizer
+    img = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ours, ref = tok.encode(img), ref_vae_encode(vae, img, PATCH_NUMS)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(tok.decode(ref), ref_vae_decode(vae, ref, PATCH_NUMS), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tok.teacher_forcing_input(ref), ref_teacher_forcing_input(vae, ref, PATCH_NUMS),
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shared_aln", [False, True])
+def test_our_transformer_logits_equal_the_release_architecture(tmp_path, shared_aln):
+    vae_path, var_path, vae, var = write_release(tmp_path, depth=2, shared_aln=shared_aln)
+    release = load_official_var(vae_path, var_path)
+    img = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    idx = ref_vae_encode(vae, img, PATCH_NUMS)
+    x_BLCv = ref_teacher_forcing_input(vae, idx, PATCH_NUMS)
+    labels = torch.tensor([0, 3, 4, 5])  # 5 = the null class
+    ref = ref_var_logits(var, labels, x_BLCv, PATCH_NUMS)
+    with torch.no_grad():
+        ours = release.transformer(labels, x_BLCv)
+    assert ref.std() > 0.1  # random AdaLN and weights: the comparison is not trivial
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_sampling_a_release_model_equals_its_teacher_forced_logits(tmp_path):
+    vae_path, var_path, _, _ = write_release(tmp_path, shared_aln=True)
+    release = load_official_var(vae_path, var_path)
+    model, tok = release.transformer, release.tokenizer
+    labels = torch.tensor([1, 4])
+    g = generate(model, tok, labels, cfg=1.5, seed=0, return_logits=True)
+    assert g.images.shape == (2, 3, 32, 32)
+    x = tok.teacher_forcing_input(g.tokens)
+    with torch.no_grad():
+        cond, uncond = model(labels, x), model(torch.full_like(labels, 5), x)
+    for si, sl in enumerate(model.scale_slices()):
+        full = combine_cfg(torch.cat((cond[:, sl], uncond[:, sl])), cfg_scale(1.5, si, len(PATCH_NUMS)))
+        torch.testing.assert_close(g.logits[si], full, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_blocks_sample_the_same_images(tmp_path):
+    vae_path, var_path, _, _ = write_release(tmp_path)
+    release = load_official_var(vae_path, var_path)
+    eager = generate(release.transformer, release.tokenizer, [0, 2], cfg=1.5, seed=0, return_logits=True)
+    compile_transformer(release.transformer, backend="aot_eager")
+    compiled = generate(release.transformer, release.tokenizer, [0, 2], cfg=1.5, seed=0, return_logits=True)
+    for a, b in zip(eager.logits, compiled.logits):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_release_files_are_clear_errors(tmp_path):
+    vae_path, var_path, vae, var = write_release(tmp_path)
+    # a depth other than the file name says
+    renamed = tmp_path / "var_d16.pth"
+    renamed.write_bytes(var_path.read_bytes())
+    with pytest.raises(OfficialCheckpointError, match="file name says depth 16 but it holds 2 blocks"):
+        load_official_var(vae_path, renamed)
+    # a VAR made for another VAE (codebook size)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_vae, _, _, _ = write_release(other, vae_kw={**VAE_KW, "vocab_size": 32})
+    with pytest.raises(OfficialCheckpointError, match="expects a VAE with 64 codes of width 8.*has 32 codes"):
+        load_official_var(other_vae, var_path)
+    # truncated file
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(var_path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cut.pth: cannot be loaded"):
+        load_official_var(vae_path, cut)
+    # not a VAR state dict at all
+    torch.save({"linear.weight": torch.zeros(2, 2)}, tmp_path / "junk.pth")
+    with pytest.raises(OfficialCheckpointError, match=r"junk.pth: not an official VAR checkpoint: missing \['class_emb"):
+        load_official_var(vae_path, tmp_path / "junk.pth")
+    # a missing, an unexpected and a mis-shaped key, all listed
+    broken = dict(var)
+    del broken["blocks.1.ffn.fc2.bias"]
+    broken["blocks.0.extra"] = torch.zeros(1)
+    broken["head.bias"] = torch.zeros(7)
+    torch.save(broken, tmp_path / "broken.pth")
+    with pytest.raises(OfficialCheckpointError) as err:
+        load_official_var(vae_path, tmp_path / "broken.pth")
+    assert all(s in str(err.value) for s in ("blocks.1.ffn.fc2.bias", "blocks.0.extra", "head.bias: file (7,)"))
+    # swapped files, and a scalewise checkpoint where a release file belongs
+    with pytest.raises(OfficialCheckpointError, match="look swapped"):
+        load_official_var(var_path, vae_path)
+    ours = load_official_var(vae_path, var_path)
+    save_model(tmp_path / "ours.pt", ours.transformer)
+    with pytest.raises(OfficialCheckpointError, match="is a scalewise transformer checkpoint.*--model"):
+        load_official_var(vae_path, tmp_path / "ours.pt")
+    # a VAE without its phi convs
+    torch.save({k: v for k, v in vae.items() if "quant_resi" not in k}, tmp_path / "nophi.pth")
+    with pytest.raises(OfficialCheckpointError, match="no phi convs"):
+        load_official_var(tmp_path / "nophi.pth", var_path)
+    with pytest.raises(ValueError, match="give both --official-vae and --official-var"):
+        load_models(official_vae=vae_path)
+
+
+def test_only_a_causal_var_has_a_release_layout(tmp_path):
+    vae_path, var_path, _, _ = write_release(tmp_path)
+    release = load_official_var(vae_path, var_path)
+    release.transformer.cfg.mask_kind = "markov"
+    with pytest.raises(ValueError, match="only a causal VAR"):
+        official_state_dicts(release)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def scalewise(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scalewise.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_sample_and_restore_run_on_release_files(tmp_path):
+    vae_path, var_path, _, _ = write_release(tmp_path)
+    flags = ["--official-vae", vae_path, "--official-var", var_path]
+    out = scalewise("sample", *flags, "--classes", "1,3", "--per-class", "2", "--cfg", "1.5", "--dtype", "bf16",
+                    "--out", tmp_path / "grid.png", "--folder", tmp_path / "samples")
+    assert out.returncode == 0, out.stderr
+    assert Image.open(tmp_path / "grid.png").mode == "RGB"
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir())[0] == "00000_class1.png"
+    photo = (np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    out = scalewise("restore", *flags, "--image", tmp_path / "photo.png", "--task", "superres", "--factor", "4",
+                    "--guide-from-scale", "1", "--dtype", "bf16", "--out", tmp_path / "restored.png")
+    assert out.returncode == 0, out.stderr
+    assert "32x32" not in out.stderr and "resized to 8x8" in out.stderr  # y is image size / factor
+    assert Image.open(tmp_path / "restored.png").size[1] >= 32
+    out = scalewise("sample", "--official-vae", vae_path, "--classes", "1")
+    assert out.returncode != 0 and "give both --official-vae and --official-var" in out.stderr
+
+
+def test_phi_choice_at_the_release_schedule_ties():
+    """With 10 scales and 4 phi convs, scales 2 and 7 lie halfway between two ticks; the release picks 1 and 3."""
+    from scalewise.tokenizer import phi_index
+
+    assert [phi_index(si, 10, 4) for si in range(10)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
