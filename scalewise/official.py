@@ -274,3 +274,47 @@ def save_official_var(models: OfficialModels, vae_path: str | os.PathLike, var_p
     vae, var = official_state_dicts(models)
     save_torch(vae_path, {k: v.detach().cpu() for k, v in vae.items()})
     save_torch(var_path, {k: v.detach().cpu() for k, v in var.items()})
+
+
+# ----------------------------------------------------------------------------- pipeline import
+
+TOKENIZER_FIELDS = ("ch", "ch_mult", "num_res_blocks", "downsample", "vocab_size", "cvae", "share_quant_resi",
+                    "use_attn", "in_channels")
+
+
+def _differences(got, want, fields) -> list[str]:
+    return [f"{f}: file {getattr(got, f)!r} vs params {getattr(want, f)!r}"
+            for f in fields if getattr(got, f) != getattr(want, f)]
+
+
+def release_tokenizer(path: str | os.PathLike, expected: TokenizerConfig, where: str,
+                      device: str | torch.device = "cpu") -> Tokenizer:
+    """The release VQVAE at ``path`` as our tokenizer, for the scales of ``expected``.
+
+    Its architecture must equal ``expected`` (the params section ``where``), so params always
+    describe the model in use; any difference is an error listing the fields.
+    """
+    state = read_state_dict(path, "VQVAE", device)
+    tok, _ = tokenizer_from_state(state, expected.patch_nums, path)
+    diffs = _differences(tok.cfg, expected, TOKENIZER_FIELDS)
+    if diffs:
+        raise OfficialCheckpointError(f"{path}: the release VQVAE differs from {where}: {'; '.join(diffs)}; "
+                                      "set those params to the file's values")
+    return tok.to(device)
+
+
+def release_transformer(path: str | os.PathLike, tokenizer: Tokenizer, num_classes: int,
+                        device: str | torch.device = "cpu") -> ScaleTransformer:
+    """The release VAR at ``path`` as our transformer, checked against ``tokenizer`` and the data's classes."""
+    state = read_state_dict(path, "VAR", device)
+    model, _ = transformer_from_state(state, path)
+    c, k = model.cfg, tokenizer.cfg
+    if (c.vocab_size, c.cvae, list(c.patch_nums)) != (k.vocab_size, k.cvae, list(k.patch_nums)):
+        raise OfficialCheckpointError(
+            f"{path}: (codes, code width, scales) = {(c.vocab_size, c.cvae, c.patch_nums)} but the tokenizer has "
+            f"{(k.vocab_size, k.cvae, k.patch_nums)}: use the release VQVAE and its scale schedule")
+    if c.num_classes != num_classes:
+        raise OfficialCheckpointError(
+            f"{path}: has {c.num_classes} classes but the prepared data has {num_classes}; the release expects "
+            "all 1000 ImageNet class folders (named by synset, so that sorted order is the ImageNet order)")
+    return model.to(device)

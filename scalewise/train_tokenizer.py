@@ -41,6 +41,7 @@ class TrainVQVAEConfig:
     ckpt_every: int = 250
     seed: int = 0
     device: str = "cpu"
+    official: str | None = None  # path of the official release VQVAE: imported instead of trained
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):

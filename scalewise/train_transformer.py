@@ -74,6 +74,7 @@ class VariantConfig:
 
     mask_kind: str = "causal"
     init_from: str | None = None  # path of another variant's model to start from
+    official: str | None = None  # path of an official release VAR (causal): imported instead of trained
 
 
 def build_model_config(settings: ModelSettings, variant: VariantConfig, tokenizer: Tokenizer,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from scalewise.checkpoints import load_checkpoint
 from scalewise.config import ConfigError, from_dict, to_dict
 from scalewise.data import load_split
 from scalewise.evaluation import (
@@ -116,6 +117,11 @@ def main() -> None:
     test_u8, test_labels, class_names = load_split(args.data, "test")
     ref_key = reference_key(args.data)
     plan = setting_plan(cfg, args.model)
+    if not load_checkpoint(model_path, "transformer")["config"].get("masked_objective", False):
+        skipped = [n for n, st, _, _ in plan if st.resample_kind == "masked"]
+        plan = [p for p in plan if p[1].resample_kind != "masked"]
+        if skipped:
+            print(f"evaluate@{args.model}: trained without the masked objective: skipping {skipped}")
     reports = Path(f"reports/evaluate/{args.model}")
     results: dict[str, dict[str, Any]] = {}
 
@@ -146,7 +152,7 @@ def main() -> None:
         for name, setting, per_class, sweep in tqdm(plan, desc=f"evaluate[{args.model}]"):
             run(name, setting, per_class, sweep)
         tuned = best_cfg(results)
-        if tuned is not None:
+        if tuned is not None and any(st.resample_kind == "masked" for _, st, _, _ in plan):
             base = next(s for n, s, _, _ in plan if n == "default")
             run(TUNED, dataclasses.replace(base, cfg=tuned, resample_kind="masked"), cfg.samples_per_class, False)
         path = write_json(f"metrics/evaluate/{args.model}.json", results)

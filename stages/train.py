@@ -19,12 +19,23 @@ from scalewise.config import ConfigError, from_dict, to_dict
 from scalewise.data import load_split
 from scalewise.images import save_grid, to_uint8
 from scalewise.io import write_json
+from scalewise.official import release_transformer
 from scalewise.sampling import generate
 from scalewise.train_transformer import (
     TrainConfig, VariantConfig, build_model_config, class_mean_proxy, encode_dataset,
     evaluate_transformer, train_transformer,
 )
 from stages._common import load_params, run_main, section, tracked, write_curve
+
+
+def check_release_architecture(got, want, where: str) -> None:
+    """The imported release VAR must be the architecture params describe (so SRDD and distillation match it)."""
+    fields = ["depth", "width", "heads", "mlp_ratio", "mask_kind"]
+    diffs = [f"{f}: file {getattr(got, f)!r} vs params {getattr(want, f)!r}" for f in fields
+             if getattr(got, f) != getattr(want, f)]
+    if diffs:
+        raise ConfigError(f"{where}: the official VAR differs from the params: {'; '.join(diffs)}; "
+                          "set train.common.model (and the variant's mask_kind: causal) to the file's values")
 
 
 def main() -> None:
@@ -56,14 +67,21 @@ def main() -> None:
 
     with tracked(f"train@{args.variant}", params, {"common": to_dict(cfg), "variant": to_dict(variant)}) as tracker:
         tracker.set_tags({"scalewise.variant": args.variant, "scalewise.mask_kind": variant.mask_kind})
-        tokens, x = encode_dataset(tokenizer, train_u8)
-        result = train_transformer(
-            cfg, model_cfg, tokens, x, train_labels, data_hash, f"state/train/{args.variant}", init_state,
-            on_log=lambda step, row: tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step),
-        )
-        if result.resumed_from:
-            print(f"train@{args.variant}: resumed from step {result.resumed_from}")
-        model = result.model
+        if variant.official:  # the official release VAR, evaluated on this data instead of trained
+            model = release_transformer(variant.official, tokenizer, len(class_names), cfg.device)
+            check_release_architecture(model.cfg, model_cfg, f"{args.params}: train")
+            model_cfg, history = model.cfg, []
+            tracker.set_tags({"scalewise.official": variant.official})
+            print(f"train@{args.variant}: imported the official VAR {variant.official} (no training)")
+        else:
+            tokens, x = encode_dataset(tokenizer, train_u8)
+            result = train_transformer(
+                cfg, model_cfg, tokens, x, train_labels, data_hash, f"state/train/{args.variant}", init_state,
+                on_log=lambda step, row: tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step),
+            )
+            if result.resumed_from:
+                print(f"train@{args.variant}: resumed from step {result.resumed_from}")
+            model, history = result.model, result.history
         test_tokens, test_x = encode_dataset(tokenizer, test_u8, progress=False)
         metrics = evaluate_transformer(model, test_tokens, test_x, test_labels)
 
@@ -73,8 +91,8 @@ def main() -> None:
         sample_s = time.perf_counter() - t0
         grid = save_grid(gen.images, reports / "samples.png", nrow=cfg.grid_per_class)
         metrics.update({
-            "variant": args.variant, "mask_kind": variant.mask_kind, "steps": cfg.steps,
-            "final_train_loss": result.history[-1]["loss"],
+            "variant": args.variant, "mask_kind": variant.mask_kind, "steps": 0 if variant.official else cfg.steps,
+            "final_train_loss": history[-1]["loss"] if history else None, "source": variant.official or "trained",
             "class_mean_proxy": class_mean_proxy(to_uint8(gen.images), labels, train_u8, train_labels,
                                                  len(class_names)),
             "grid_images_per_s": labels.numel() / sample_s,
@@ -83,7 +101,7 @@ def main() -> None:
         save_model(out_model, model, class_names=class_names, variant=args.variant)
         write_json(f"metrics/train_{args.variant}.json", metrics)
         per_scale = [f"acc_scale_{k}" for k in range(1, len(model_cfg.patch_nums) + 1)]
-        write_curve(f"plots/train_{args.variant}.csv", result.history,
+        write_curve(f"plots/train_{args.variant}.csv", history,
                     ["step", "loss", "acc", *per_scale, "grad_norm", "lr"])
         tracker.log_metrics({"test/loss": metrics["test_loss"], "test/class_mean_proxy": metrics["class_mean_proxy"]},
                             step=cfg.steps)

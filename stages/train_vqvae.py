@@ -18,6 +18,7 @@ from scalewise.data import load_split
 from scalewise.images import save_grid
 from scalewise.io import write_json
 from scalewise.checkpoints import save_model
+from scalewise.official import release_tokenizer
 from scalewise.train_tokenizer import TrainVQVAEConfig, evaluate_tokenizer, to_unit, train_tokenizer
 from stages._common import load_params, run_main, section, tracked, write_curve
 
@@ -51,21 +52,27 @@ def main() -> None:
     cfg = from_dict(TrainVQVAEConfig, dict(sec, model=sec_model), f"{args.params}: train_vqvae")
 
     with tracked("train_vqvae", params, to_dict(cfg)) as tracker:
-        result = train_tokenizer(
-            cfg, train_u8, manifest["content_hash"], args.state,
-            on_log=lambda step, row: tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step),
-        )
-        if result.resumed_from:
-            print(f"train_vqvae: resumed from step {result.resumed_from} ({args.state}/last.pt)")
-        model = result.model
+        if cfg.official:  # the official release VQVAE, evaluated on this data instead of trained
+            model = release_tokenizer(cfg.official, cfg.model, f"{args.params}: train_vqvae.model", cfg.device)
+            history: list[dict] = []
+            tracker.set_tags({"scalewise.official": cfg.official})
+            print(f"train_vqvae: imported the official VQVAE {cfg.official} (no training)")
+        else:
+            result = train_tokenizer(
+                cfg, train_u8, manifest["content_hash"], args.state,
+                on_log=lambda step, row: tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step),
+            )
+            if result.resumed_from:
+                print(f"train_vqvae: resumed from step {result.resumed_from} ({args.state}/last.pt)")
+            model, history = result.model, result.history
         metrics = evaluate_tokenizer(model, test_u8)
-        metrics.update({"steps": cfg.steps, "num_tokens": cfg.model.num_tokens,
-                        "data_hash": manifest["content_hash"]})
+        metrics.update({"steps": 0 if cfg.official else cfg.steps, "num_tokens": cfg.model.num_tokens,
+                        "data_hash": manifest["content_hash"], "source": cfg.official or "trained"})
 
         save_model(args.model_out, model)
         grid = save_grid(recon_grid(model, test_u8[:8]), Path(args.reports) / "recon_grid.png", nrow=8)
         write_json(args.metrics, metrics)
-        write_curve(args.plot, result.history,
+        write_curve(args.plot, history,
                     ["step", "loss", "recon_mse", "commit_loss", "perplexity", "batch_usage", "lr"])
 
         tracker.log_metrics({"test/psnr": metrics["psnr"], "test/codebook_usage": metrics["codebook_usage"],

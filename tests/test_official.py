@@ -204,3 +204,101 @@ def test_phi_choice_at_the_release_schedule_ties():
     from scalewise.tokenizer import phi_index
 
     assert [phi_index(si, 10, 4) for si in range(10)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+
+
+# ----------------------------------------------------------------------------- pipeline import
+
+
+def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
+    """train_vqvae / train@var with `official:` paths import the release files; SRDD fine-tunes from them."""
+    import json
+
+    from swtest import TINY_PARAMS, make_project, run
+
+    from scalewise.checkpoints import load_tokenizer, load_transformer
+
+    files = tmp_path / "release"
+    files.mkdir()
+    vae_path = files / "vae.pth"
+    torch.save(official_vae_state(**VAE_KW), vae_path)
+    var_state = official_var_state(depth=2, vocab_size=64, cvae=8, num_classes=10, patch_nums=PATCH_NUMS, seed=1)
+    torch.save(var_state, files / "var_d2.pth")
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["tracking"]["enabled"] = False
+    params["prepare"].update(image_size=32, channels=3, max_per_class=12)
+    params["train_vqvae"]["model"] = dict(ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, downsample=4, vocab_size=64,
+                                          cvae=8, patch_nums=list(PATCH_NUMS), quant_resi=0.5, share_quant_resi=4,
+                                          beta=0.25, use_attn=True)
+    params["train_vqvae"]["official"] = str(vae_path)
+    params["train"]["common"]["model"] = dict(depth=2, width=None, heads=None, mlp_ratio=4.0, cond_drop=0.1,
+                                              masked_objective=False)
+    params["train"]["common"]["steps"] = 2
+    params["train"]["var"]["official"] = str(files / "var_d2.pth")
+    params["train"]["srdd"]["init_from"] = "models/var.pt"
+    root = make_project(tmp_path / "project", params)
+    run([sys.executable, "-m", "stages.prepare"], root)
+    out = run([sys.executable, "-m", "stages.train_vqvae"], root).stdout
+    assert "imported the official VQVAE" in out
+    out = run([sys.executable, "-m", "stages.train", "--variant", "var"], root).stdout
+    assert "imported the official VAR" in out
+    metrics = json.loads((root / "metrics/train_var.json").read_text())
+    assert metrics["source"].endswith("var_d2.pth") and metrics["steps"] == 0 and np.isfinite(metrics["test_loss"])
+    release = load_official_var(vae_path, files / "var_d2.pth")
+    for ours, theirs in ((load_transformer(root / "models/var.pt"), release.transformer),
+                         (load_tokenizer(root / "models/tokenizer.pt"), release.tokenizer)):
+        theirs_state = theirs.state_dict()
+        assert all(torch.equal(v, theirs_state[k]) for k, v in ours.state_dict().items())
+    out = run([sys.executable, "-m", "stages.train", "--variant", "srdd"], root).stdout
+    assert json.loads((root / "metrics/train_srdd.json").read_text())["source"] == "trained"
+    # params that do not describe the file are a clear error naming the fields
+    params["train"]["common"]["model"]["depth"] = 3
+    (root / "params.yaml").write_text(__import__("yaml").safe_dump(params))
+    proc = run([sys.executable, "-m", "stages.train", "--variant", "var"], root, check=False)
+    assert proc.returncode == 2 and "depth: file 2 vs params 3" in proc.stderr, proc.stderr
+
+
+def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
+    """Every section of profiles/imagenet256-official.yaml parses with the stages' own configs, and DVC expands it."""
+    import yaml
+    from swtest import make_project, run
+
+    from scalewise.config import from_dict
+    from scalewise.data import PrepareConfig
+    from scalewise.distill import DistillConfig
+    from scalewise.evaluator import EvaluatorConfig
+    from scalewise.posterior.guidance import PosteriorGuidanceConfig
+    from scalewise.posterior.measurements import build_operator
+    from scalewise.tokenizer import TokenizerConfig
+    from scalewise.train_tokenizer import TrainVQVAEConfig
+    from scalewise.train_transformer import TrainConfig, VariantConfig
+    from scalewise.transformer import TransformerConfig
+    from stages.degrade import DegradeConfig
+    from stages.evaluate import EvaluateConfig, setting_plan
+    from stages.reconstruct import ReconstructConfig
+
+    path = ROOT / "profiles/imagenet256-official.yaml"
+    p = yaml.safe_load(path.read_text())
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(p) == set(default)
+    prep = from_dict(PrepareConfig, p["prepare"], "prepare")
+    vq = from_dict(TrainVQVAEConfig, dict(p["train_vqvae"], model=dict(p["train_vqvae"]["model"], in_channels=3)), "vq")
+    vq.model.check_image_size(prep.image_size)
+    assert vq.official and isinstance(vq.model, TokenizerConfig) and vq.model.patch_nums[-1] == 16
+    common = from_dict(TrainConfig, p["train"]["common"], "train.common")
+    variants = {k: from_dict(VariantConfig, v, k) for k, v in p["train"].items() if k != "common"}
+    assert set(variants) == {"var", "srdd"} and variants["var"].official and variants["srdd"].init_from
+    arch = TransformerConfig(depth=common.model.depth, width=common.model.width, heads=common.model.heads)
+    assert (arch.width, arch.heads) == (1024, 16)  # VAR-d16
+    from_dict(DistillConfig, p["distill"], "distill")
+    from_dict(EvaluatorConfig, p["train_evaluator"], "train_evaluator")
+    deg = from_dict(DegradeConfig, p["degrade"], "degrade")
+    for name, spec in deg.tasks.items():
+        spec = dict(spec)
+        build_operator(spec.pop("kind"), spec, prep.image_size, 3)
+    rec = from_dict(ReconstructConfig, p["reconstruct"], "reconstruct")
+    from_dict(PosteriorGuidanceConfig, rec.guidance, "reconstruct.guidance")
+    ev = from_dict(EvaluateConfig, p["evaluate"], "evaluate")
+    assert ev.inception_weights and all(setting_plan(ev, m) for m in ev.models)
+    root = make_project(tmp_path, p)
+    stages = run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], root).stdout.split()
+    assert {"train@var", "train@srdd", "evaluate@srdd_distilled", "reconstruct@srdd-box_inpaint"} <= set(stages)
