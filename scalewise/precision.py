@@ -62,6 +62,12 @@ def prepare_for_inference(model: torch.nn.Module, tokenizer: torch.nn.Module, dt
                           compile: bool = False) -> None:
     """Cast both models' weights for ``dtype`` and optionally compile the transformer (in place)."""
     wd = weight_dtype(dtype)
+    device = next(model.parameters()).device
+    if dtype != "fp32" and not bf16_native(device):
+        import sys
+
+        print(f"note: {device} has no native bf16 matrix units; --dtype {dtype} will be emulated and slow",
+              file=sys.stderr)
     model.to(wd)
     tokenizer.to(wd)
     if compile:

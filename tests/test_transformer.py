@@ -242,3 +242,14 @@ def test_shared_adaln_blocks_differ_by_their_offsets_only():
     for blk, mod in zip(model.blocks, mods):
         torch.testing.assert_close(mod, blk.ada_gss + shared)
     assert not torch.allclose(mods[0], mods[1])
+
+
+@pytest.mark.parametrize("shared_aln", [False, True])
+def test_adaln_modulation_runs_once_per_sample_not_per_scale(shared_aln):
+    model, tok = tiny_pair([1, 2, 3, 4], "causal", shared_aln=shared_aln)
+    calls = []
+    lins = [model.head_nm.ada_lin] + ([model.shared_ada_lin] if shared_aln else [b.ada_lin for b in model.blocks])
+    for lin in lins:
+        lin.register_forward_hook(lambda mod, inp, out: calls.append(mod))
+    generate(model, tok, [0, 1], cfg=1.5, seed=0, resample=Resample(kind="simple"))
+    assert len(calls) == len(lins)  # 4 scales, one modulation each
