@@ -8,7 +8,8 @@ differs is bookkeeping:
   block's ``attn.zero_k_bias``) are checked against what our config derives, then kept aside;
 - the VAE's code-usage statistics (``quantize.ema_vocab_hit_SV``) are kept aside, and our
   ``quantize.usage_ema`` starts at zero;
-- a single shared phi conv (``quantize.quant_resi.qresi``) is our ``qresi_ls.0``.
+- a single shared phi conv (``quantize.quant_resi.qresi``) is our ``qresi_ls.0``, and one phi
+  per scale (``quantize.quant_resi.<i>``) is our ``qresi_ls.<i>``; saving restores the layout.
 
 The architecture is read from the tensors themselves: depth from the number of blocks, width
 and classes from ``class_emb``, heads from ``scale_mul_1H11``, the scale schedule from
@@ -38,7 +39,9 @@ RELEASE_PATCH_NUMS = {
     2240: (1, 2, 3, 4, 6, 9, 13, 18, 24, 32),  # 512 px
 }
 VAE_STATS_KEY = "quantize.ema_vocab_hit_SV"
-QUANT_RESI_SINGLE = "quantize.quant_resi.qresi."
+QUANT_RESI_SINGLE = "quantize.quant_resi.qresi."  # the release's one shared phi (share_quant_resi=1)
+QUANT_RESI_LIST = "quantize.quant_resi.qresi_ls."  # ours, and the release's partially shared phis
+NON_SHARED = re.compile(r"^quantize\.quant_resi\.(\d+)\.")  # the release's one phi per scale (share_quant_resi=0)
 
 
 class OfficialCheckpointError(ValueError):
@@ -55,6 +58,7 @@ class OfficialModels:
     var_extras: dict[str, torch.Tensor] = field(default_factory=dict)
     vae_keys: list[str] = field(default_factory=list)  # release key order, for a faithful save
     var_keys: list[str] = field(default_factory=list)
+    phi_layout: str = "partially_shared"  # release layout of the phi convs: shared, partially_shared, non_shared
 
     @property
     def image_size(self) -> int:
@@ -99,7 +103,8 @@ def vae_config_from_state(state: dict, patch_nums: list[int], path="<vae>") -> T
     levels = _count(state, "encoder.down.{}.block.0.conv1.weight")
     ch_mult = [int(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // int(ch) for i in range(levels)]
     vocab, cvae = state["quantize.embedding.weight"].shape
-    num_phi = _count(state, "quantize.quant_resi.qresi_ls.{}.weight") or int(QUANT_RESI_SINGLE + "weight" in state)
+    num_phi = (_count(state, QUANT_RESI_LIST + "{}.weight") or int(QUANT_RESI_SINGLE + "weight" in state)
+               or _count(state, "quantize.quant_resi.{}.weight"))
     if num_phi == 0:
         raise OfficialCheckpointError(f"{path}: no phi convs (quantize.quant_resi.*): not a VAR VQVAE")
     if ch % 32:
@@ -181,16 +186,26 @@ def _check_keys(model: torch.nn.Module, state: dict, path, what: str) -> None:
             f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}, mis-shaped {shape[:10]}")
 
 
+def phi_layout(state: dict) -> str:
+    """How a release VQVAE stores its phi convs: ``shared``, ``partially_shared`` or ``non_shared``."""
+    if QUANT_RESI_SINGLE + "weight" in state:
+        return "shared"
+    return "non_shared" if "quantize.quant_resi.0.weight" in state else "partially_shared"
+
+
 def tokenizer_from_state(state: dict, patch_nums: list[int], path="<vae>") -> tuple[Tokenizer, dict]:
     """(our Tokenizer with the release weights, the release buffers kept aside)."""
     cfg = vae_config_from_state(state, patch_nums, path)
     model = Tokenizer(cfg)
     mapped, extras = {}, {}
     for k, v in state.items():
+        m = NON_SHARED.match(k)
         if k == VAE_STATS_KEY:
             extras[k] = v
         elif k.startswith(QUANT_RESI_SINGLE):
-            mapped["quantize.quant_resi.qresi_ls.0." + k[len(QUANT_RESI_SINGLE):]] = v
+            mapped[QUANT_RESI_LIST + "0." + k[len(QUANT_RESI_SINGLE):]] = v
+        elif m:
+            mapped[QUANT_RESI_LIST + k[len("quantize.quant_resi."):]] = v
         else:
             mapped[k] = v
     mapped["quantize.usage_ema"] = torch.zeros(cfg.vocab_size)
@@ -239,7 +254,7 @@ def load_official_var(vae_path: str | os.PathLike, var_path: str | os.PathLike,
             f"but {vae_path} has {V} codes of width {Cvae}: use the VAE the VAR was trained with")
     tokenizer, vae_extras = tokenizer_from_state(vae_state, tcfg.patch_nums, vae_path)
     return OfficialModels(tokenizer.to(device), transformer.to(device), vae_extras, var_extras,
-                          list(vae_state), list(var_state))
+                          list(vae_state), list(var_state), phi_layout(vae_state))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -253,9 +268,12 @@ def official_state_dicts(models: OfficialModels) -> tuple[dict[str, torch.Tensor
                          f"(mask_kind={tcfg.mask_kind!r}, masked_objective={tcfg.masked_objective})")
     tok_state = models.tokenizer.state_dict()
     vae = {k: v for k, v in tok_state.items() if k != "quantize.usage_ema"}
-    if models.tokenizer.cfg.share_quant_resi == 1:
-        single = "quantize.quant_resi.qresi_ls.0."
+    if models.phi_layout == "shared" or models.tokenizer.cfg.share_quant_resi == 1:
+        single = QUANT_RESI_LIST + "0."
         vae = {(QUANT_RESI_SINGLE + k[len(single):] if k.startswith(single) else k): v for k, v in vae.items()}
+    elif models.phi_layout == "non_shared":
+        vae = {("quantize.quant_resi." + k[len(QUANT_RESI_LIST):] if k.startswith(QUANT_RESI_LIST) else k): v
+               for k, v in vae.items()}
     vae[VAE_STATS_KEY] = models.vae_extras.get(
         VAE_STATS_KEY, torch.zeros(len(models.tokenizer.cfg.patch_nums), models.tokenizer.cfg.vocab_size))
     var = dict(models.transformer.state_dict())

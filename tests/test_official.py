@@ -63,8 +63,9 @@ def test_release_files_load_with_every_key_and_round_trip_bit_exactly(tmp_path, 
             assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
 
 
-def test_our_tokenizer_equals_the_release_architecture(tmp_path):
-    vae_path, var_path, vae, _ = write_release(tmp_path)
+@pytest.mark.parametrize("share_quant_resi", [4, 1, 0])  # partially shared, one shared, one per scale
+def test_our_tokenizer_equals_the_release_architecture(tmp_path, share_quant_resi):
+    vae_path, var_path, vae, _ = write_release(tmp_path, vae_kw={**VAE_KW, "share_quant_resi": share_quant_resi})
     tok = load_official_var(vae_path, var_path).tokenizer
     img = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ours, ref = tok.encode(img), ref_vae_encode(vae, img, PATCH_NUMS)
@@ -73,6 +74,9 @@ def test_our_tokenizer_equals_the_release_architecture(tmp_path):
     torch.testing.assert_close(tok.decode(ref), ref_vae_decode(vae, ref, PATCH_NUMS), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(tok.teacher_forcing_input(ref), ref_teacher_forcing_input(vae, ref, PATCH_NUMS),
                                atol=1e-5, rtol=1e-4)
+    save_official_var(load_official_var(vae_path, var_path), tmp_path / "vae2.pth", tmp_path / "var2.pth")
+    back = torch.load(tmp_path / "vae2.pth", weights_only=True)
+    assert list(back) == list(vae) and all(torch.equal(back[k], v) for k, v in vae.items())
 
 
 @pytest.mark.parametrize("shared_aln", [False, True])
