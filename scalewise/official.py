@@ -196,7 +196,8 @@ def phi_layout(state: dict) -> str:
 def tokenizer_from_state(state: dict, patch_nums: list[int], path="<vae>") -> tuple[Tokenizer, dict]:
     """(our Tokenizer with the release weights, the release buffers kept aside)."""
     cfg = vae_config_from_state(state, patch_nums, path)
-    model = Tokenizer(cfg)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = Tokenizer(cfg)
     mapped, extras = {}, {}
     for k, v in state.items():
         m = NON_SHARED.match(k)
@@ -208,16 +209,17 @@ def tokenizer_from_state(state: dict, patch_nums: list[int], path="<vae>") -> tu
             mapped[QUANT_RESI_LIST + k[len("quantize.quant_resi."):]] = v
         else:
             mapped[k] = v
-    mapped["quantize.usage_ema"] = torch.zeros(cfg.vocab_size)
+    mapped["quantize.usage_ema"] = torch.zeros(cfg.vocab_size, device=state["quantize.embedding.weight"].device)
     _check_keys(model, mapped, path, "VQVAE")
-    model.load_state_dict(mapped)
+    model.load_state_dict(mapped, assign=True)
     return model.eval(), extras
 
 
 def transformer_from_state(state: dict, path="<var>") -> tuple[ScaleTransformer, dict]:
     """(our ScaleTransformer with the release weights, the release buffers kept aside)."""
     cfg = var_config_from_state(state, path)
-    model = ScaleTransformer(cfg)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = ScaleTransformer(cfg)
     derived = _derived_var_buffers(cfg)
     extras = {k: v for k, v in state.items() if k in derived}
     for k, v in extras.items():
@@ -227,7 +229,8 @@ def transformer_from_state(state: dict, path="<var>") -> tuple[ScaleTransformer,
                                           f"scales {cfg.patch_nums}; not a VAR checkpoint this loader understands")
     mapped = {k: v for k, v in state.items() if k not in derived}
     _check_keys(model, mapped, path, "VAR")
-    model.load_state_dict(mapped)
+    model.load_state_dict(mapped, assign=True)
+    model.rebuild_derived_buffers_(state["class_emb.weight"].device)
     return model.eval(), extras
 
 

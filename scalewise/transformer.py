@@ -245,6 +245,17 @@ class ScaleTransformer(nn.Module):
         self.register_buffer("attn_bias_LL", attn_bias(cfg.patch_nums, cfg.mask_kind), persistent=False)
         self._init_weights()
 
+    def rebuild_derived_buffers_(self, device: torch.device | str = "cpu") -> "ScaleTransformer":
+        """Recompute the buffers derived from the config (not in the state dict) on ``device``.
+
+        For a model built on the ``meta`` device and then loaded with ``assign=True``.
+        """
+        self.lvl_1L = scale_ids(self.cfg.patch_nums).to(device)
+        self.attn_bias_LL = attn_bias(self.cfg.patch_nums, self.cfg.mask_kind).to(device)
+        for blk in self.blocks:
+            blk.attn.zero_k_bias = torch.zeros(self.cfg.width, device=device)
+        return self
+
     def _init_weights(self) -> None:
         std = 0.02
         for m in self.modules():

@@ -306,3 +306,18 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     root = make_project(tmp_path, p)
     stages = run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], root).stdout.split()
     assert {"train@var", "train@srdd", "evaluate@srdd_distilled", "reconstruct@srdd-box_inpaint"} <= set(stages)
+
+
+def test_imported_models_hold_no_meta_tensors_and_match_a_normal_load(tmp_path):
+    """Release models are built without random init (meta device) and then take every tensor from the file."""
+    vae_path, var_path, _, _ = write_release(tmp_path)
+    release = load_official_var(vae_path, var_path)
+    for model in (release.tokenizer, release.transformer):
+        assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+        assert all(p.requires_grad for p in model.parameters())
+    from scalewise.transformer import ScaleTransformer
+
+    eager = ScaleTransformer(release.transformer.cfg)
+    eager.load_state_dict(release.transformer.state_dict())
+    for name, buf in eager.named_buffers():
+        assert torch.equal(buf, dict(release.transformer.named_buffers())[name]), name
