@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from scalewise.allocator import freed_memory_kept
 from scalewise.masks import context_scales
-from scalewise.precision import autocast, weight_dtype
+from scalewise.precision import autocast, compile_transformer, weight_dtype
 from scalewise.sampling import generate
 from scalewise.tokenizer import Tokenizer, TokenizerConfig
 from scalewise.transformer import ScaleTransformer, TransformerConfig
@@ -162,7 +162,7 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
 
 def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: list[int], cfg: float,
                               runs: int = 5, warmup: int = 1, device: str = "cpu", dtype: str = "fp32",
-                              seed: int = 0) -> list[dict]:
+                              seed: int = 0, compile: bool = False) -> list[dict]:
     """Benchmark records of :func:`generate` for every (mask kind, batch size), timed side by side.
 
     The timed runs are interleaved: round ``i`` times every combination once, starting at a
@@ -178,6 +178,10 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
     for kind in mask_kinds:
         torch.manual_seed(seed)  # the same random weights for every mask kind
         models[kind] = ScaleTransformer(spec.transformer_config(kind)).to(dev, wd).eval()
+        if compile:
+            if warmup < 1:
+                raise ValueError("bench sample --compile needs --warmup >= 1 (the first run compiles)")
+            compile_transformer(models[kind])
     combos = [(kind, batch) for kind in mask_kinds for batch in batches]
     times: dict = {c: [] for c in combos}
     scale_times: dict = {c: [] for c in combos}
@@ -217,7 +221,7 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
         transformer_s = sum(per_scale) / 1e3
         records.append({
             "mask": kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
-            "threads": torch.get_num_threads(), "runs": runs, "interleaved_with": len(combos),
+            "threads": torch.get_num_threads(), "runs": runs, "interleaved_with": len(combos), "compiled": compile,
             "images_per_s": batch / med, "ms_per_image": med * 1e3 / batch, "s_per_batch": med,
             "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times[combo]) * 1e3,
             "peak_memory_bytes": int(peak), "cache_bytes": int(cache[combo]),

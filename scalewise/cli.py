@@ -141,7 +141,7 @@ def _bench_sample_train(args: argparse.Namespace, spec) -> list[dict]:
         masks = args.masks.split(",")
         if args.what == "sample":
             recs = bench_sample_side_by_side(spec, masks, args.batch_sizes, args.cfg, args.runs, args.warmup,
-                                             args.device, dtype)
+                                             args.device, dtype, compile=args.compile)
             for rec in recs:
                 rec.update(peak_gflop_per_s=peak, peak_measured=not given, bf16_native=bf16_native(args.device),
                            fraction_of_peak=rec["total_gflop_per_s"] / peak,
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_ints, default=[1, 8])
     p.add_argument("--batch-size", type=int, default=8, help="bench train: batch size")
     p.add_argument("--dtypes", default="fp32", help="comma-separated: fp32, bf16 (bf16 weights), bf16-autocast")
+    p.add_argument("--compile", action="store_true",
+                   help="bench sample: torch.compile the transformer blocks (compiled in the warm-up runs)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
