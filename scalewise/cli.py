@@ -118,7 +118,9 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str) -> None:
                    help="the official VAR release's VQVAE file (vae_ch160v4096z32.pth); with --official-var "
                         "it replaces --model / --tokenizer")
     p.add_argument("--official-var", default=None, help="the official VAR release's transformer (var_d16.pth, ...)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "bf16-autocast"],
+    from scalewise.precision import DTYPES
+
+    p.add_argument("--dtype", default="fp32", choices=DTYPES,
                    help="bf16: bf16 weights and arithmetic (about 2x faster on CPUs with AVX512-BF16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (slow first batch)")
     p.add_argument("--device", default="cpu")

@@ -95,6 +95,13 @@ def _require(state: dict, keys: list[str], path, what: str) -> None:
         raise OfficialCheckpointError(f"{path}: not an official {what} checkpoint: missing {missing}")
 
 
+def phi_layout(state: dict) -> str:
+    """How a release VQVAE stores its phi convs: ``shared``, ``partially_shared`` or ``non_shared``."""
+    if QUANT_RESI_SINGLE + "weight" in state:
+        return "shared"
+    return "non_shared" if "quantize.quant_resi.0.weight" in state else "partially_shared"
+
+
 def vae_config_from_state(state: dict, patch_nums: list[int], path="<vae>") -> TokenizerConfig:
     """The :class:`TokenizerConfig` a release VQVAE state dict describes, for ``patch_nums``."""
     _require(state, ["encoder.conv_in.weight", "encoder.down.0.block.0.conv1.weight",
@@ -103,8 +110,8 @@ def vae_config_from_state(state: dict, patch_nums: list[int], path="<vae>") -> T
     levels = _count(state, "encoder.down.{}.block.0.conv1.weight")
     ch_mult = [int(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // int(ch) for i in range(levels)]
     vocab, cvae = state["quantize.embedding.weight"].shape
-    num_phi = (_count(state, QUANT_RESI_LIST + "{}.weight") or int(QUANT_RESI_SINGLE + "weight" in state)
-               or _count(state, "quantize.quant_resi.{}.weight"))
+    num_phi = {"shared": 1, "non_shared": _count(state, "quantize.quant_resi.{}.weight"),
+               "partially_shared": _count(state, QUANT_RESI_LIST + "{}.weight")}[phi_layout(state)]
     if num_phi == 0:
         raise OfficialCheckpointError(f"{path}: no phi convs (quantize.quant_resi.*): not a VAR VQVAE")
     if ch % 32:
@@ -173,24 +180,11 @@ def _derived_var_buffers(cfg: TransformerConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_keys(model: torch.nn.Module, state: dict, path, what: str) -> None:
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    shape = [f"{k}: file {tuple(state[k].shape)} vs expected {tuple(ours[k].shape)}"
-             for k in sorted(set(ours) & set(state)) if ours[k].shape != state[k].shape]
-    if missing or unexpected or shape:
-        raise OfficialCheckpointError(
-            f"{path}: does not match the {what} architecture read from its own tensors: "
-            f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
-            f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}, mis-shaped {shape[:10]}")
+def _load_checked(model: torch.nn.Module, state: dict, path, what: str) -> None:
+    from scalewise.checkpoints import load_state_checked  # here: checkpoints re-exports this module
 
-
-def phi_layout(state: dict) -> str:
-    """How a release VQVAE stores its phi convs: ``shared``, ``partially_shared`` or ``non_shared``."""
-    if QUANT_RESI_SINGLE + "weight" in state:
-        return "shared"
-    return "non_shared" if "quantize.quant_resi.0.weight" in state else "partially_shared"
+    load_state_checked(model, state, path, f"the {what} architecture read from its own tensors",
+                       OfficialCheckpointError, assign=True)
 
 
 def tokenizer_from_state(state: dict, patch_nums: list[int], path="<vae>") -> tuple[Tokenizer, dict]:
@@ -210,8 +204,7 @@ def tokenizer_from_state(state: dict, patch_nums: list[int], path="<vae>") -> tu
         else:
             mapped[k] = v
     mapped["quantize.usage_ema"] = torch.zeros(cfg.vocab_size, device=state["quantize.embedding.weight"].device)
-    _check_keys(model, mapped, path, "VQVAE")
-    model.load_state_dict(mapped, assign=True)
+    _load_checked(model, mapped, path, "VQVAE")
     return model.eval(), extras
 
 
@@ -228,8 +221,7 @@ def transformer_from_state(state: dict, path="<var>") -> tuple[ScaleTransformer,
             raise OfficialCheckpointError(f"{path}: buffer {k} differs from the block-causal VAR layout of "
                                           f"scales {cfg.patch_nums}; not a VAR checkpoint this loader understands")
     mapped = {k: v for k, v in state.items() if k not in derived}
-    _check_keys(model, mapped, path, "VAR")
-    model.load_state_dict(mapped, assign=True)
+    _load_checked(model, mapped, path, "VAR")
     model.rebuild_derived_buffers_(state["class_emb.weight"].device)
     return model.eval(), extras
 
@@ -324,11 +316,20 @@ def release_tokenizer(path: str | os.PathLike, expected: TokenizerConfig, where:
     return tok.to(device)
 
 
+TRANSFORMER_FIELDS = ("depth", "width", "heads", "mlp_ratio", "mask_kind")
+
+
 def release_transformer(path: str | os.PathLike, tokenizer: Tokenizer, num_classes: int,
+                        expected: TransformerConfig, where: str,
                         device: str | torch.device = "cpu") -> ScaleTransformer:
-    """The release VAR at ``path`` as our transformer, checked against ``tokenizer`` and the data's classes."""
+    """The release VAR at ``path`` as our transformer, checked against ``tokenizer``, the data's classes
+    and ``expected`` (the params section ``where``: SRDD and distillation start from this architecture)."""
     state = read_state_dict(path, "VAR", device)
     model, _ = transformer_from_state(state, path)
+    diffs = _differences(model.cfg, expected, TRANSFORMER_FIELDS)
+    if diffs:
+        raise OfficialCheckpointError(f"{path}: the release VAR differs from {where}: {'; '.join(diffs)}; "
+                                      "set those params (and the variant's mask_kind: causal) to the file's values")
     c, k = model.cfg, tokenizer.cfg
     if (c.vocab_size, c.cvae, list(c.patch_nums)) != (k.vocab_size, k.cvae, list(k.patch_nums)):
         raise OfficialCheckpointError(

@@ -241,17 +241,23 @@ class ScaleTransformer(nn.Module):
         if cfg.masked_objective:
             self.mask_embed = nn.Parameter(torch.zeros(C))
             self.tok_embed = nn.Embedding(V, C)
-        self.register_buffer("lvl_1L", scale_ids(cfg.patch_nums), persistent=False)
-        self.register_buffer("attn_bias_LL", attn_bias(cfg.patch_nums, cfg.mask_kind), persistent=False)
+        for name, buf in self._derived_buffers().items():
+            self.register_buffer(name, buf, persistent=False)
         self._init_weights()
 
+    def _derived_buffers(self) -> dict[str, torch.Tensor]:
+        """Non-persistent buffers that follow from the config (not in the state dict)."""
+        pn = self.cfg.patch_nums
+        return {"lvl_1L": scale_ids(pn), "attn_bias_LL": attn_bias(pn, self.cfg.mask_kind)}
+
     def rebuild_derived_buffers_(self, device: torch.device | str = "cpu") -> "ScaleTransformer":
-        """Recompute the buffers derived from the config (not in the state dict) on ``device``.
+        """Recompute the config-derived buffers on ``device``.
 
         For a model built on the ``meta`` device and then loaded with ``assign=True``.
         """
-        self.lvl_1L = scale_ids(self.cfg.patch_nums).to(device)
-        self.attn_bias_LL = attn_bias(self.cfg.patch_nums, self.cfg.mask_kind).to(device)
+        with torch.device("cpu"):
+            for name, buf in self._derived_buffers().items():
+                setattr(self, name, buf.to(device))
         for blk in self.blocks:
             blk.attn.zero_k_bias = torch.zeros(self.cfg.width, device=device)
         return self

@@ -28,16 +28,6 @@ from scalewise.train_transformer import (
 from stages._common import load_params, run_main, section, tracked, write_curve
 
 
-def check_release_architecture(got, want, where: str) -> None:
-    """The imported release VAR must be the architecture params describe (so SRDD and distillation match it)."""
-    fields = ["depth", "width", "heads", "mlp_ratio", "mask_kind"]
-    diffs = [f"{f}: file {getattr(got, f)!r} vs params {getattr(want, f)!r}" for f in fields
-             if getattr(got, f) != getattr(want, f)]
-    if diffs:
-        raise ConfigError(f"{where}: the official VAR differs from the params: {'; '.join(diffs)}; "
-                          "set train.common.model (and the variant's mask_kind: causal) to the file's values")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--variant", required=True, help="a key of params.yaml: train (var, srdd, ...)")
@@ -68,8 +58,8 @@ def main() -> None:
     with tracked(f"train@{args.variant}", params, {"common": to_dict(cfg), "variant": to_dict(variant)}) as tracker:
         tracker.set_tags({"scalewise.variant": args.variant, "scalewise.mask_kind": variant.mask_kind})
         if variant.official:  # the official release VAR, evaluated on this data instead of trained
-            model = release_transformer(variant.official, tokenizer, len(class_names), cfg.device)
-            check_release_architecture(model.cfg, model_cfg, f"{args.params}: train")
+            model = release_transformer(variant.official, tokenizer, len(class_names), model_cfg,
+                                        f"{args.params}: train.common.model / train.{args.variant}", cfg.device)
             model_cfg, history = model.cfg, []
             tracker.set_tags({"scalewise.official": variant.official})
             print(f"train@{args.variant}: imported the official VAR {variant.official} (no training)")
