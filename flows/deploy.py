@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from scalewise.config import ConfigError
+from scalewise.core.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = {  # params section of the cron -> (deployment name, entrypoint, default cron)

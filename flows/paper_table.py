@@ -21,9 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import _address, _load_params, run_stage, stage_order
-from scalewise.experiments import check_experiments, publish
-from scalewise.paper_tables import ALL_TABLES, check_names, select_markdown
-from scalewise.tracking import git_commit, pipeline_run
+from scalewise.project.experiments import check_experiments, publish
+from scalewise.evaluation.paper_tables import ALL_TABLES, check_names, select_markdown
+from scalewise.project.tracking import git_commit, pipeline_run
 
 ARTIFACT_KEY = "scalewise-paper-tables"
 TARGET = "report"

@@ -1,6 +1,6 @@
 """Prefect flow running the DVC pipeline: one task per DVC stage, in DVC's order.
 
-    python -m flows.pipeline [--root .] [--stages prepare,train_vqvae] [--run-name NAME]
+    python -m flows.pipeline [--root .] [--stages prepare,train_tokenizer] [--run-name NAME]
 
 Runs on Prefect's ephemeral API when no ``PREFECT_API_URL`` is set. The stage list and its
 order come from DVC itself (there is no second DAG); each task runs
@@ -29,8 +29,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from scalewise.config import ConfigError, flatten
-from scalewise.tracking import pipeline_run
+from scalewise.core.config import ConfigError, flatten
+from scalewise.project.tracking import pipeline_run
 
 ARTIFACT_KEY = "scalewise-metrics"
 _TAIL_LINES = 30  # lines of stage output quoted in a failure

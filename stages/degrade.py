@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from scalewise.config import ConfigError, from_dict, to_dict
-from scalewise.data import load_split
-from scalewise.images import save_grid, to_unit
-from scalewise.io import save_torch, write_json
+from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.data.prepare import load_split
+from scalewise.core.images import save_grid, to_unit
+from scalewise.core.io import save_torch, write_json
 from scalewise.posterior.measurements import TASK_KINDS, build_operator
 from scalewise.posterior.restoration import observation_image
-from stages._common import load_params, run_main, section, tracked
+from scalewise.project.stage import load_params, run_main, section, tracked
 
 
 @dataclass

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import torch
 
-from scalewise.checkpoints import load_tokenizer, load_transformer, save_model
-from scalewise.config import from_dict, to_dict
-from scalewise.data import load_split
-from scalewise.distill import (
+from scalewise.models.checkpoints import load_tokenizer, load_transformer, save_model
+from scalewise.core.config import from_dict, to_dict
+from scalewise.data.prepare import load_split
+from scalewise.training.distill import (
     DistillConfig, distill, sampling_speed, schedule_savings, student_schedule, tokenizer_psnr,
 )
-from scalewise.distill_student import check_markov_teacher, init_student, tokenizer_for
-from scalewise.images import save_grid, to_uint8
-from scalewise.io import write_json
-from scalewise.sampling import generate
-from scalewise.train_transformer import class_mean_proxy, encode_dataset, evaluate_transformer
-from stages._common import load_params, run_main, section, tracked, write_curve
+from scalewise.models.student import check_markov_teacher, init_student, tokenizer_for
+from scalewise.core.images import save_grid, to_uint8
+from scalewise.core.io import write_json
+from scalewise.sampling.generate import generate
+from scalewise.training.transformer import class_mean_proxy, encode_dataset, evaluate_transformer
+from scalewise.project.stage import load_params, run_main, section, tracked, write_curve
 
 VARIANT = "srdd_distilled"
 

@@ -29,16 +29,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from scalewise.checkpoints import load_checkpoint
-from scalewise.config import ConfigError, from_dict, to_dict
-from scalewise.data import load_split
-from scalewise.evaluation import (
+from scalewise.models.checkpoints import load_checkpoint
+from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.data.prepare import load_split
+from scalewise.evaluation.settings import (
     SamplingSetting, SweepConfig, best_cfg, generate_isolated, generate_set, setting_from, sweep_settings,
 )
-from scalewise.fidelity import fidelity_metrics, resolve_extractor
-from scalewise.images import save_grid, save_png
-from scalewise.io import atomic_dir, write_json
-from stages._common import load_params, run_main, section, tracked
+from scalewise.evaluation.fidelity import fidelity_metrics, resolve_extractor
+from scalewise.core.images import save_grid, save_png
+from scalewise.core.io import atomic_dir, write_json
+from scalewise.project.stage import load_params, run_main, section, tracked
 
 TUNED = "masked+tuned_cfg"
 

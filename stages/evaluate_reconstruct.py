@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from scalewise.config import from_dict
-from scalewise.data import load_split
-from scalewise.fidelity import fidelity_metrics, resolve_extractor
-from scalewise.io import write_json
-from stages._common import load_params, run_main, section, tracked
+from scalewise.core.config import from_dict
+from scalewise.data.prepare import load_split
+from scalewise.evaluation.fidelity import fidelity_metrics, resolve_extractor
+from scalewise.core.io import write_json
+from scalewise.project.stage import load_params, run_main, section, tracked
 from stages.evaluate import EvaluateConfig, reference_key
 
 

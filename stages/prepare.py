@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scalewise.config import from_dict, to_dict
-from scalewise.data import PrepareConfig, prepare_dataset, save_prepared
-from stages._common import load_params, run_main, section, tracked
+from scalewise.core.config import from_dict, to_dict
+from scalewise.data.prepare import PrepareConfig, prepare_dataset, save_prepared
+from scalewise.project.stage import load_params, run_main, section, tracked
 
 
 def main() -> None:

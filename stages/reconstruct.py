@@ -21,15 +21,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from scalewise.checkpoints import load_tokenizer, load_transformer
-from scalewise.config import ConfigError, from_dict, to_dict
-from scalewise.data import load_split
-from scalewise.images import save_grid, save_png, to_uint8, to_unit
-from scalewise.io import load_torch, write_json, write_text
+from scalewise.models.checkpoints import load_tokenizer, load_transformer
+from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.data.prepare import load_split
+from scalewise.core.images import save_grid, save_png, to_uint8, to_unit
+from scalewise.core.io import load_torch, write_json, write_text
 from scalewise.posterior.guidance import METHODS, PosteriorGuidanceConfig
 from scalewise.posterior.measurements import Operator
 from scalewise.posterior.restoration import observation_image, restore, score, side_by_side
-from stages._common import load_params, run_main, section, tracked
+from scalewise.project.stage import load_params, run_main, section, tracked
 
 CONDITIONINGS = ("unconditional", "class")
 

@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from scalewise.io import write_json, write_text
-from stages._common import load_params, run_main, tracked
+from scalewise.core.io import write_json, write_text
+from scalewise.project.stage import load_params, run_main, tracked
 
 COLUMNS = ("psnr", "ssim", "consistency", "sec_per_image")
 

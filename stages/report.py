@@ -3,7 +3,7 @@
 Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{model: {setting:
 {fid, isc, kid, precision, recall, images_per_s, peak_memory_bytes, extractor, ...}}}``), reads
 ``metrics/evaluate_reconstruct.json``, and writes ``reports/paper_tables.md``, ``.csv`` and
-``.tex`` (T1..T5, see :mod:`scalewise.paper_tables`) and the sweep plots
+``.tex`` (T1..T5, see :mod:`scalewise.evaluation.paper_tables`) and the sweep plots
 ``reports/paper_tables/t2_masked_sweep.png`` and ``t3_cfg_sweep.png``; all logged to MLflow.
 
     python -m stages.report
@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scalewise.io import atomic_path, write_json, write_text
-from scalewise.paper_tables import T1_ROWS, TABLES, Table, build_tables, to_csv, to_latex, to_markdown
-from scalewise.tracking import git_commit
-from stages._common import load_params, run_main, section, tracked
+from scalewise.core.io import atomic_path, write_json, write_text
+from scalewise.evaluation.paper_tables import T1_ROWS, TABLES, Table, build_tables, to_csv, to_latex, to_markdown
+from scalewise.project.tracking import git_commit
+from scalewise.project.stage import load_params, run_main, section, tracked
 
 OUT = Path("reports/paper_tables")
 
@@ -49,7 +49,7 @@ def context(params: dict, evaluate: dict, manifest: dict, evaluator: dict | None
         "samples": f"{ev.get('samples_per_class')} per class ({ev.get('samples_per_class', 0) * classes} per "
                    f"setting; sweeps {sweeps.get('samples_per_class')} per class) vs {n_test} test images",
         "seeds": f"evaluate {ev.get('seed')}, train {params.get('train', {}).get('common', {}).get('seed')}, "
-                 f"tokenizer {params.get('train_vqvae', {}).get('seed')}",
+                 f"tokenizer {params.get('train_tokenizer', {}).get('seed')}",
         "git commit": git_commit("."),
     }
 

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import torch
 
-from scalewise.checkpoints import load_tokenizer, load_transformer, save_model
-from scalewise.config import ConfigError, from_dict, to_dict
-from scalewise.data import load_split
-from scalewise.images import save_grid, to_uint8
-from scalewise.io import write_json
-from scalewise.official import release_transformer
-from scalewise.sampling import generate
-from scalewise.train_transformer import (
+from scalewise.models.checkpoints import load_tokenizer, load_transformer, save_model
+from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.data.prepare import load_split
+from scalewise.core.images import save_grid, to_uint8
+from scalewise.core.io import write_json
+from scalewise.models.official import release_transformer
+from scalewise.sampling.generate import generate
+from scalewise.training.transformer import (
     TrainConfig, VariantConfig, build_model_config, class_mean_proxy, encode_dataset,
     evaluate_transformer, train_transformer,
 )
-from stages._common import load_params, run_main, section, tracked, write_curve
+from scalewise.project.stage import load_params, run_main, section, tracked, write_curve
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from scalewise.config import from_dict, to_dict
-from scalewise.data import load_split
-from scalewise.evaluator import EvaluatorConfig, save_evaluator, train_evaluator
-from scalewise.io import write_json
-from stages._common import load_params, run_main, section, tracked
+from scalewise.core.config import from_dict, to_dict
+from scalewise.data.prepare import load_split
+from scalewise.models.evaluator import EvaluatorConfig, save_evaluator, train_evaluator
+from scalewise.core.io import write_json
+from scalewise.project.stage import load_params, run_main, section, tracked
 
 OUT_MODEL = "models/evaluator.pt"
 OUT_METRICS = "metrics/train_evaluator.json"

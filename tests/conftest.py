@@ -27,11 +27,11 @@ for key, value in {
 @pytest.fixture(scope="session")
 def trained_tokenizer(tmp_path_factory):
     """A tiny tokenizer trained for a few hundred steps on 16 px digits (a few seconds)."""
-    from scalewise.tokenizer import TokenizerConfig
-    from scalewise.train_tokenizer import TrainVQVAEConfig, train_tokenizer
+    from scalewise.models.tokenizer import TokenizerConfig
+    from scalewise.training.tokenizer import TrainTokenizerConfig, train_tokenizer
 
     images, _ = digits_u8(16)
-    cfg = TrainVQVAEConfig(model=TokenizerConfig(**TINY_MODEL), steps=300, batch_size=32, lr=3e-3,
+    cfg = TrainTokenizerConfig(model=TokenizerConfig(**TINY_MODEL), steps=300, batch_size=32, lr=3e-3,
                            warmup_steps=20, dead_code_every=50, dead_code_min_usage=0.5,
                            log_every=50, ckpt_every=1000, seed=0)
     torch.manual_seed(0)

@@ -33,7 +33,7 @@ TINY_PARAMS = {
     "tracking": {"enabled": True, "experiment": "scalewise-test"},
     "prepare": {"source": "digits", "image_size": 16, "channels": 1, "test_fraction": 0.1,
                 "split_seed": 0, "max_per_class": 60},
-    "train_vqvae": {
+    "train_tokenizer": {
         "model": {"ch": 8, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "downsample": 4, "vocab_size": 64,
                   "cvae": 8, "patch_nums": [1, 2, 3, 4], "quant_resi": 0.5, "share_quant_resi": 2,
                   "beta": 0.25, "use_attn": False},

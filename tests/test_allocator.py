@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CODE = "from scalewise.allocator import keep_freed_memory as k; print(k(), k())"
+CODE = "from scalewise.core.allocator import keep_freed_memory as k; print(k(), k())"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")

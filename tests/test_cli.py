@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from scalewise.io import atomic_path, load_torch, save_torch
+from scalewise.core.io import atomic_path, load_torch, save_torch
 from swtest import ROOT
 
 
 def scalewise(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scalewise.cli", *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "scalewise.cli.main", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def test_help_lists_the_subcommands():
@@ -25,13 +25,13 @@ def test_help_lists_the_subcommands():
 
 def test_unknown_stage_is_a_clear_error():
     out = scalewise("stage", "nope")
-    assert out.returncode == 2 and "unknown stage 'nope'" in out.stderr and "train_vqvae" in out.stderr
+    assert out.returncode == 2 and "unknown stage 'nope'" in out.stderr and "train_tokenizer" in out.stderr
 
 
 def test_stages_lists_dvc_stages_in_order():
     out = scalewise("stages")
     names = out.stdout.split()
-    assert out.returncode == 0 and names.index("prepare") < names.index("train_vqvae")
+    assert out.returncode == 0 and names.index("prepare") < names.index("train_tokenizer")
 
 
 def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
@@ -68,9 +68,9 @@ def lambda_free_object() -> _Custom:
 def test_sample_and_bench_commands(tmp_path):
     import json
 
-    from scalewise.checkpoints import save_model
-    from scalewise.tokenizer import Tokenizer, TokenizerConfig
-    from scalewise.transformer import ScaleTransformer, TransformerConfig
+    from scalewise.models.checkpoints import save_model
+    from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+    from scalewise.models.transformer import ScaleTransformer, TransformerConfig
     from swtest import TINY_MODEL
 
     tok = Tokenizer(TokenizerConfig(**TINY_MODEL))

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scalewise.config import ConfigError, from_dict
-from scalewise.data import PrepareConfig, content_hash, load_split, prepare_dataset, save_prepared, split
-from scalewise.images import to_unit
+from scalewise.core.config import ConfigError, from_dict
+from scalewise.data.prepare import PrepareConfig, content_hash, load_split, prepare_dataset, save_prepared, split
+from scalewise.core.images import to_unit
 from swtest import ROOT
 
 

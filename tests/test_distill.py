@@ -10,21 +10,21 @@ import sys
 import pytest
 import torch
 
-from scalewise.checkpoints import load_transformer, save_model
-from scalewise.config import ConfigError
-from scalewise.distill import (
+from scalewise.models.checkpoints import load_transformer, save_model
+from scalewise.core.config import ConfigError
+from scalewise.training.distill import (
     DistillConfig, distill, sampling_speed, schedule_savings, student_schedule, tokenizer_psnr,
 )
-from scalewise.distill_student import (
+from scalewise.models.student import (
     init_student, kl_to_teacher, teacher_logits_on_student_inputs, tokenizer_for, tokenizer_with_schedule,
 )
-from scalewise.images import to_unit
-from scalewise.metrics import psnr
-from scalewise.sampling import generate
-from scalewise.tokenizer import Tokenizer, TokenizerConfig
-from scalewise.train_transformer import ModelSettings, TrainConfig, VariantConfig, build_model_config, \
+from scalewise.core.images import to_unit
+from scalewise.core.metrics import psnr
+from scalewise.sampling.generate import generate
+from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.training.transformer import ModelSettings, TrainConfig, VariantConfig, build_model_config, \
     encode_dataset, train_transformer
-from scalewise.transformer import ScaleTransformer, TransformerConfig
+from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
 TEACHER_PN = [1, 2, 3, 4, 5, 6, 8]
 
@@ -274,7 +274,7 @@ def test_distill_stage_writes_its_outputs(teacher_setup, tmp_path, monkeypatch):
     """The stage end to end on tiny inputs (in process, tracking off)."""
     import yaml
 
-    from scalewise.data import PrepareConfig, prepare_dataset, save_prepared
+    from scalewise.data.prepare import PrepareConfig, prepare_dataset, save_prepared
 
     tok, teacher, _, _ = teacher_setup
     prep = PrepareConfig(source="digits", image_size=16, channels=1, test_fraction=0.1, split_seed=0, max_per_class=30)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scalewise.config import ConfigError
-from scalewise.evaluation import SamplingSetting, SweepConfig, best_cfg, setting_from, sweep_settings
+from scalewise.core.config import ConfigError
+from scalewise.evaluation.settings import SamplingSetting, SweepConfig, best_cfg, setting_from, sweep_settings
 
 
 def test_overrides_change_only_what_they_name():

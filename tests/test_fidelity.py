@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from scalewise.config import ConfigError, from_dict
-from scalewise.evaluator import (
+from scalewise.core.config import ConfigError, from_dict
+from scalewise.models.evaluator import (
     Evaluator, EvaluatorArch, EvaluatorConfig, evaluate_classifier, load_evaluator, save_evaluator, train_evaluator,
 )
-from scalewise.fidelity import (
+from scalewise.evaluation.fidelity import (
     EVALUATOR, INCEPTION, INCEPTION_FILE, ExtractorSpec, fidelity_metrics, resolve_extractor,
 )
-from scalewise.images import to_unit
-from scalewise.io import save_torch
+from scalewise.core.images import to_unit
+from scalewise.core.io import save_torch
 from swtest import digits_u8
 
 TINY = dict(width=8, feat_dim=32, steps=150, batch_size=64, lr=3e-3, weight_decay=5e-4, seed=0)
@@ -81,7 +81,7 @@ def test_training_is_deterministic_for_a_seed(digits):
 
 @pytest.mark.parametrize("pad", [1, 2])
 def test_translate_shifts_each_image_within_pad(pad):
-    from scalewise.evaluator import _translate
+    from scalewise.models.evaluator import _translate
 
     x_BCHW = torch.rand(64, 2, 9, 9) * 2 - 1
     out = _translate(x_BCHW, pad, torch.Generator().manual_seed(0))

@@ -150,7 +150,7 @@ def test_failing_stage_fails_the_flow_and_names_the_stage(tmp_path):
 
 def test_deployment_settings_validate_the_cron(tmp_path):
     from flows.deploy import deployment_settings
-    from scalewise.config import ConfigError
+    from scalewise.core.config import ConfigError
 
     good = deployment_settings({"pipeline": {"cron": "*/15 * * * *", "work_pool": "gpu"}}, tmp_path)
     assert good == {"name": "scalewise-pipeline", "cron": "*/15 * * * *", "work_pool": "gpu",

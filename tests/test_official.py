@@ -23,10 +23,10 @@ from official_layout import (
     ref_vae_encode,
     ref_var_logits,
 )
-from scalewise.checkpoints import load_models, load_official_var, save_model, save_official_var
-from scalewise.official import OfficialCheckpointError, official_state_dicts
-from scalewise.precision import compile_transformer
-from scalewise.sampling import cfg_scale, combine_cfg, generate
+from scalewise.models.checkpoints import load_models, load_official_var, save_model, save_official_var
+from scalewise.models.official import OfficialCheckpointError, official_state_dicts
+from scalewise.core.precision import compile_transformer
+from scalewise.sampling.generate import cfg_scale, combine_cfg, generate
 from swtest import ROOT
 
 PATCH_NUMS = (1, 2, 4, 8)  # 32 px images, VAE downsampling 4
@@ -180,7 +180,7 @@ def test_only_a_causal_var_has_a_release_layout(tmp_path):
 
 
 def scalewise(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scalewise.cli", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "scalewise.cli.main", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True)
 
 
@@ -205,7 +205,7 @@ def test_sample_and_restore_run_on_release_files(tmp_path):
 
 def test_phi_choice_at_the_release_schedule_ties():
     """With 10 scales and 4 phi convs, scales 2 and 7 lie halfway between two ticks; the release picks 1 and 3."""
-    from scalewise.tokenizer import phi_index
+    from scalewise.models.tokenizer import phi_index
 
     assert [phi_index(si, 10, 4) for si in range(10)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
 
@@ -214,12 +214,12 @@ def test_phi_choice_at_the_release_schedule_ties():
 
 
 def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
-    """train_vqvae / train@var with `official:` paths import the release files; SRDD fine-tunes from them."""
+    """train_tokenizer / train@var with `official:` paths import the release files; SRDD fine-tunes from them."""
     import json
 
     from swtest import TINY_PARAMS, make_project, run
 
-    from scalewise.checkpoints import load_tokenizer, load_transformer
+    from scalewise.models.checkpoints import load_tokenizer, load_transformer
 
     files = tmp_path / "release"
     files.mkdir()
@@ -230,10 +230,10 @@ def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
     params = json.loads(json.dumps(TINY_PARAMS))
     params["tracking"]["enabled"] = False
     params["prepare"].update(image_size=32, channels=3, max_per_class=12)
-    params["train_vqvae"]["model"] = dict(ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, downsample=4, vocab_size=64,
+    params["train_tokenizer"]["model"] = dict(ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, downsample=4, vocab_size=64,
                                           cvae=8, patch_nums=list(PATCH_NUMS), quant_resi=0.5, share_quant_resi=4,
                                           beta=0.25, use_attn=True)
-    params["train_vqvae"]["official"] = str(vae_path)
+    params["train_tokenizer"]["official"] = str(vae_path)
     params["train"]["common"]["model"] = dict(depth=2, width=None, heads=None, mlp_ratio=4.0, cond_drop=0.1,
                                               masked_objective=False)
     params["train"]["common"]["steps"] = 2
@@ -241,7 +241,7 @@ def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
     params["train"]["srdd"]["init_from"] = "models/var.pt"
     root = make_project(tmp_path / "project", params)
     run([sys.executable, "-m", "stages.prepare"], root)
-    out = run([sys.executable, "-m", "stages.train_vqvae"], root).stdout
+    out = run([sys.executable, "-m", "stages.train_tokenizer"], root).stdout
     assert "imported the official VQVAE" in out
     out = run([sys.executable, "-m", "stages.train", "--variant", "var"], root).stdout
     assert "imported the official VAR" in out
@@ -266,16 +266,16 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     import yaml
     from swtest import make_project, run
 
-    from scalewise.config import from_dict
-    from scalewise.data import PrepareConfig
-    from scalewise.distill import DistillConfig
-    from scalewise.evaluator import EvaluatorConfig
+    from scalewise.core.config import from_dict
+    from scalewise.data.prepare import PrepareConfig
+    from scalewise.training.distill import DistillConfig
+    from scalewise.models.evaluator import EvaluatorConfig
     from scalewise.posterior.guidance import PosteriorGuidanceConfig
     from scalewise.posterior.measurements import build_operator
-    from scalewise.tokenizer import TokenizerConfig
-    from scalewise.train_tokenizer import TrainVQVAEConfig
-    from scalewise.train_transformer import TrainConfig, VariantConfig
-    from scalewise.transformer import TransformerConfig
+    from scalewise.models.tokenizer import TokenizerConfig
+    from scalewise.training.tokenizer import TrainTokenizerConfig
+    from scalewise.training.transformer import TrainConfig, VariantConfig
+    from scalewise.models.transformer import TransformerConfig
     from stages.degrade import DegradeConfig
     from stages.evaluate import EvaluateConfig, setting_plan
     from stages.reconstruct import ReconstructConfig
@@ -285,7 +285,7 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(p) == set(default)
     prep = from_dict(PrepareConfig, p["prepare"], "prepare")
-    vq = from_dict(TrainVQVAEConfig, dict(p["train_vqvae"], model=dict(p["train_vqvae"]["model"], in_channels=3)), "vq")
+    vq = from_dict(TrainTokenizerConfig, dict(p["train_tokenizer"], model=dict(p["train_tokenizer"]["model"], in_channels=3)), "vq")
     vq.model.check_image_size(prep.image_size)
     assert vq.official and isinstance(vq.model, TokenizerConfig) and vq.model.patch_nums[-1] == 16
     common = from_dict(TrainConfig, p["train"]["common"], "train.common")
@@ -315,7 +315,7 @@ def test_imported_models_hold_no_meta_tensors_and_match_a_normal_load(tmp_path):
     for model in (release.tokenizer, release.transformer):
         assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
         assert all(p.requires_grad for p in model.parameters())
-    from scalewise.transformer import ScaleTransformer
+    from scalewise.models.transformer import ScaleTransformer
 
     eager = ScaleTransformer(release.transformer.cfg)
     eager.load_state_dict(release.transformer.state_dict())

@@ -138,12 +138,12 @@ def test_same_params_and_seed_give_identical_metrics(project):
 
 def test_paper_table_command_prints_the_selected_tables_and_names_bad_ones(project):
     root, _ = project
-    proc = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--no-repro", "--tables", "T1,t4"], root)
+    proc = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--no-repro", "--tables", "T1,t4"], root)
     assert "## T1: Generation" in proc.stdout and "## T4: Inverse problems" in proc.stdout
     assert "## T2" not in proc.stdout and "## T6" not in proc.stdout
-    t6 = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--no-repro", "--tables", "T6"], root)
+    t6 = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--no-repro", "--tables", "T6"], root)
     assert "## T6: Experiments" in t6.stdout and "| drop02 |" in t6.stdout
-    bad = run([sys.executable, "-m", "scalewise.cli", "paper-table", "--tables", "T1,T7"], root, check=False)
+    bad = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--tables", "T1,T7"], root, check=False)
     assert bad.returncode == 2 and "unknown table name(s) ['T7']" in bad.stderr
 
 

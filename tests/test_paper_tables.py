@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from scalewise.paper_tables import (
+from scalewise.evaluation.paper_tables import (
     TABLES, MissingResult, build_tables, check_names, select_markdown, to_csv, to_latex, to_markdown,
 )
 
@@ -73,8 +73,8 @@ def test_unknown_table_names_and_missing_results_are_named():
 
 
 def test_experiment_settings_are_validated():
-    from scalewise.config import ConfigError
-    from scalewise.experiments import check_experiments
+    from scalewise.core.config import ConfigError
+    from scalewise.project.experiments import check_experiments
 
     assert check_experiments(None) == {} and check_experiments({}) == {}
     assert check_experiments({"deep-3": ["train.common.model.depth=3"]}) == {"deep-3": ["train.common.model.depth=3"]}
@@ -90,7 +90,7 @@ def test_experiment_settings_are_validated():
 def test_git_commit_is_dirty_for_source_changes_not_for_pipeline_outputs(tmp_path):
     import subprocess
 
-    from scalewise.tracking import git_commit
+    from scalewise.project.tracking import git_commit
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

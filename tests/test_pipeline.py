@@ -22,18 +22,18 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("project"), TINY_PARAMS)
-    proc = run([sys.executable, "-m", "scalewise.cli", "repro"], root)
+    proc = run([sys.executable, "-m", "scalewise.cli.main", "repro"], root)
     return root, proc
 
 
 def test_repro_writes_metrics_plots_and_model(project):
     root, _ = project
-    metrics = json.loads((root / "metrics/train_vqvae.json").read_text())
+    metrics = json.loads((root / "metrics/train_tokenizer.json").read_text())
     assert set(metrics) >= {"psnr", "psnr_by_scales", "codebook_usage"}
     assert len(metrics["psnr_by_scales"]) == 4 and metrics["psnr_by_scales"][-1] == metrics["psnr"]
     assert 0 < metrics["codebook_usage"] <= 1
-    assert (root / "reports/train_vqvae/recon_grid.png").stat().st_size > 0
-    rows = (root / "plots/train_vqvae.csv").read_text().splitlines()
+    assert (root / "reports/train_tokenizer/recon_grid.png").stat().st_size > 0
+    rows = (root / "plots/train_tokenizer.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 1 + 30 // 5
     shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root).stdout)
     assert "psnr" in json.dumps(shown) and "codebook_usage" in json.dumps(shown)
@@ -88,7 +88,7 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     children = {r.data.tags["scalewise.stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
     reconstruct = {f"reconstruct@{v}-{t}" for v in ("var", "srdd") for t in ("box_inpaint", "sr_x4")}
-    assert set(children) == {"prepare", "train_vqvae", "train@var", "train@srdd", "degrade",
+    assert set(children) == {"prepare", "train_tokenizer", "train@var", "train@srdd", "degrade",
                              "reconstruct_summary", "train_evaluator", "distill", "evaluate@var", "evaluate@srdd",
                              "evaluate@srdd_distilled", "evaluate_reconstruct", "report"} | reconstruct
     rec = children["reconstruct@srdd-sr_x4"]
@@ -97,42 +97,42 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     assert "side_by_side.png" in {a.path for a in client.list_artifacts(rec.info.run_id)}
     assert children["train@srdd"].data.tags["scalewise.mask_kind"] == "markov"
     assert [m.step for m in client.get_metric_history(children["train@var"].info.run_id, "train/loss")] == [5, 10]
-    train = children["train_vqvae"]
+    train = children["train_tokenizer"]
     assert train.data.params["model.patch_nums"] == "[1, 2, 3, 4]" and train.data.params["steps"] == "30"
     assert train.data.tags["scalewise.git_commit"] != "unknown"
     history = client.get_metric_history(train.info.run_id, "train/loss")
     assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]
     assert "test/psnr" in train.data.metrics
     artifacts = {a.path for a in client.list_artifacts(train.info.run_id)}
-    assert {"recon_grid.png", "train_vqvae.json"} <= artifacts
+    assert {"recon_grid.png", "train_tokenizer.json"} <= artifacts
     assert children["prepare"].data.params["source"] == "digits"
 
 
 def test_changing_a_train_param_reruns_only_that_stage(project, tmp_path):
     root, _ = project
     params = json.loads(json.dumps(TINY_PARAMS))
-    params["train_vqvae"]["steps"] = 20
+    params["train_tokenizer"]["steps"] = 20
     params["tracking"]["enabled"] = False  # stages must also run with tracking off
     write_params(root, params)
     status = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
-    assert set(status) == {"train_vqvae"}  # descendants re-run once its outputs change:
+    assert set(status) == {"train_tokenizer"}  # descendants re-run once its outputs change:
     out = run([sys.executable, "-m", "dvc", "repro"], root).stdout
-    assert "Stage 'prepare' didn't change" in out and "Running stage 'train_vqvae'" in out
+    assert "Stage 'prepare' didn't change" in out and "Running stage 'train_tokenizer'" in out
     assert "Running stage 'train@srdd'" in out
-    metrics = json.loads((root / "metrics/train_vqvae.json").read_text())
+    metrics = json.loads((root / "metrics/train_tokenizer.json").read_text())
     assert metrics["steps"] == 20
     write_params(root, TINY_PARAMS)
 
 
-def test_killed_train_vqvae_resumes_from_its_checkpoint(tmp_path):
+def test_killed_train_tokenizer_resumes_from_its_checkpoint(tmp_path):
     root = make_project(tmp_path, TINY_PARAMS)
     params = json.loads(json.dumps(TINY_PARAMS))
     params["tracking"]["enabled"] = False
-    params["train_vqvae"].update(steps=150, ckpt_every=10)
+    params["train_tokenizer"].update(steps=150, ckpt_every=10)
     write_params(root, params)
     run([sys.executable, "-m", "stages.prepare"], root)
-    ckpt = root / "state/train_vqvae/last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train_vqvae"], cwd=root, env=venv_env(root),
+    ckpt = root / "state/train_tokenizer/last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_tokenizer"], cwd=root, env=venv_env(root),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -141,7 +141,7 @@ def test_killed_train_vqvae_resumes_from_its_checkpoint(tmp_path):
     proc.wait()
     assert ckpt.exists(), "no checkpoint was written before the kill"
     assert not (root / "models/tokenizer.pt").exists()
-    out = run([sys.executable, "-m", "stages.train_vqvae"], root).stdout
+    out = run([sys.executable, "-m", "stages.train_tokenizer"], root).stdout
     assert "resumed from step" in out
     step = int(out.split("resumed from step ")[1].split()[0])
     assert 10 <= step < 150 and step % 10 == 0
@@ -164,12 +164,12 @@ def test_bad_train_params_fail_with_a_clear_error(project, tmp_path, change, mes
     params["tracking"]["enabled"] = False
     for key, value in change.items():
         if isinstance(value, dict):
-            params["train_vqvae"][key].update(value)
+            params["train_tokenizer"][key].update(value)
         else:
-            params["train_vqvae"][key] = value
+            params["train_tokenizer"][key] = value
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    proc = run([sys.executable, "-m", "stages.train_vqvae", "--params", str(bad), "--state", str(tmp_path / "s"),
+    proc = run([sys.executable, "-m", "stages.train_tokenizer", "--params", str(bad), "--state", str(tmp_path / "s"),
                 "--model-out", str(tmp_path / "m.pt")], root, check=False)
     assert proc.returncode == 2 and re.search(message, proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
@@ -181,5 +181,5 @@ def test_image_size_not_divisible_by_downsample_is_a_clear_error(tmp_path):
     params["prepare"]["image_size"] = 18
     root = make_project(tmp_path, params)
     run([sys.executable, "-m", "stages.prepare"], root)
-    proc = run([sys.executable, "-m", "stages.train_vqvae"], root, check=False)
+    proc = run([sys.executable, "-m", "stages.train_tokenizer"], root, check=False)
     assert proc.returncode == 2 and "image_size=18 is not divisible by downsample=4" in proc.stderr

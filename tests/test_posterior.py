@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalewise.images import to_unit
+from scalewise.core.images import to_unit
 from scalewise.posterior.filters import FrequencyAwareFilter, bandwidth, lowpass
 from scalewise.posterior.guidance import (
     GradientGuidedSampler, MeasurementModel, PosteriorGuidanceConfig, _relax, clamp_plan, gumbel_noise,
 )
 from scalewise.posterior.measurements import build_operator
 from scalewise.posterior.restoration import make_sampler, method_flags, restore, score
-from scalewise.transformer import ScaleTransformer, TransformerConfig
+from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
 
 def test_bandwidth_reaches_full_band_at_the_measurement_nyquist_limit():

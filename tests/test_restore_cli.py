@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scalewise.cli import main
+from scalewise.cli.main import main
 from scalewise.posterior.user_task import build_user_task, keep_mask_from_png, observed_size
 from swtest import TINY_MODEL
 
@@ -29,9 +29,9 @@ def scalewise(capsys):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from scalewise.checkpoints import save_model
-    from scalewise.tokenizer import Tokenizer, TokenizerConfig
-    from scalewise.transformer import ScaleTransformer, TransformerConfig
+    from scalewise.models.checkpoints import save_model
+    from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+    from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
     d = tmp_path_factory.mktemp("restore")
     torch.manual_seed(0)

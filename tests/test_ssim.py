@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalewise.metrics import psnr, ssim
+from scalewise.core.metrics import psnr, ssim
 
 
 def smooth_images(batch: int, channels: int, size: int) -> torch.Tensor:

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scalewise.config import ConfigError
-from scalewise.tokenizer import (
+from scalewise.core.config import ConfigError
+from scalewise.models.tokenizer import (
     Tokenizer, TokenizerConfig, area_down, nearest_code, phi_index, upsample,
 )
-from scalewise.train_tokenizer import to_unit
+from scalewise.training.tokenizer import to_unit
 from swtest import TINY_MODEL
 
 
@@ -148,7 +148,7 @@ def test_dead_codes_are_revived_from_data():
 
 
 def test_trained_tokenizer_uses_scales_coarse_to_fine(trained_tokenizer):
-    from scalewise.train_tokenizer import evaluate_tokenizer
+    from scalewise.training.tokenizer import evaluate_tokenizer
 
     model, test = trained_tokenizer
     m = evaluate_tokenizer(model, test)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalewise.sampling import generate
-from scalewise.images import to_uint8
-from scalewise.train_transformer import (
+from scalewise.sampling.generate import generate
+from scalewise.core.images import to_uint8
+from scalewise.training.transformer import (
     ModelSettings, TrainConfig, VariantConfig, build_model_config, class_mean_proxy, encode_dataset,
     masked_batch, train_transformer,
 )

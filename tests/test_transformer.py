@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalewise.masks import MASK_KINDS, allowed, attn_bias, scale_ids
-from scalewise.sampling import Resample, cfg_scale, combine_cfg, filter_logits, generate, simple_resample
-from scalewise.tokenizer import Tokenizer, TokenizerConfig
-from scalewise.transformer import ScaleTransformer, TransformerConfig
+from scalewise.models.masks import MASK_KINDS, allowed, attn_bias, scale_ids
+from scalewise.sampling.generate import Resample, cfg_scale, combine_cfg, filter_logits, generate, simple_resample
+from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
 PATCH_NUMS = [[1, 2, 3, 4], [1, 2, 4], [2, 3, 5]]
 
@@ -175,13 +175,13 @@ def test_bad_sampling_input_is_a_clear_error():
     other, _ = tiny_pair([1, 2, 4], "causal")
     with pytest.raises(ValueError, match="does not match the tokenizer"):
         generate(other, tok, [0])
-    from scalewise.config import ConfigError
+    from scalewise.core.config import ConfigError
     with pytest.raises(ConfigError, match="mask_kind='blockwise' is unknown"):
         TransformerConfig(mask_kind="blockwise")
 
 
 def test_draw_follows_the_distribution_and_never_picks_impossible_tokens():
-    from scalewise.sampling import draw
+    from scalewise.sampling.generate import draw
 
     g = torch.Generator().manual_seed(0)
     probs = torch.tensor([0.1, 0.0, 0.6, 0.3]).repeat(2, 20000, 1)
@@ -211,7 +211,7 @@ def test_unconditional_model_has_one_class_and_a_null_class():
 
 
 def test_inplace_gelu_matches_torch_tanh_gelu():
-    from scalewise.transformer import gelu_tanh_
+    from scalewise.models.transformer import gelu_tanh_
 
     x = torch.linspace(-8, 8, 4001)
     expected = torch.nn.functional.gelu(x, approximate="tanh")

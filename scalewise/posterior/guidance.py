@@ -26,11 +26,11 @@ import torch.nn.functional as F
 
 from scalewise.posterior.filters import FrequencyAwareFilter
 from scalewise.posterior.measurements import Operator
-from scalewise.sampling import (
+from scalewise.sampling.generate import (
     CFG_SCHEDULES, ScaleRunner, advance_scale, cfg_scale, check_sampling_args, draw, filter_logits, simple_resample,
 )
-from scalewise.tokenizer import Tokenizer, area_down
-from scalewise.transformer import ScaleTransformer
+from scalewise.models.tokenizer import Tokenizer, area_down
+from scalewise.models.transformer import ScaleTransformer
 
 ALPHA_SCHEDULES = ("constant", "increasing", "decreasing")
 RELAXATIONS = ("gumbel", "straight_through")

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scalewise.metrics import psnr, ssim
+from scalewise.core.metrics import psnr, ssim
 from scalewise.posterior.filters import FrequencyAwareFilter
 from scalewise.posterior.guidance import METHODS, GradientGuidedSampler, MeasurementModel, PosteriorGuidanceConfig
 from scalewise.posterior.measurements import Operator
-from scalewise.tokenizer import Tokenizer
-from scalewise.transformer import ScaleTransformer
+from scalewise.models.tokenizer import Tokenizer
+from scalewise.models.transformer import ScaleTransformer
 
 
 def method_flags(method: str) -> tuple[bool, bool]:

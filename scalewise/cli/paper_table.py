@@ -1,0 +1,71 @@
+"""``scalewise paper-table``: bring the pipeline up to date and show the paper tables.
+
+    scalewise paper-table [--tables T1,T4] [--no-repro] [--out DIR]
+
+Runs ``dvc repro report`` (DVC runs only what is missing or stale: training, distillation,
+reconstruction, evaluation) inside one MLflow parent run named ``paper-table``, then prints
+the requested tables from ``reports/paper_tables.md`` and logs the table files to that run.
+With ``paper_table.experiments`` in params (name -> ``-S`` overrides of training settings),
+the experiments DVC does not have yet are queued (``dvc exp run --queue``) and run, and table
+T6 compares them (``reports/paper_experiments.md``, ``.csv``, ``.tex``).
+``flows/paper_table.py`` does the same as a Prefect flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")
+
+
+def cmd_paper_table(args: argparse.Namespace) -> int:
+    import yaml
+
+    from scalewise.project.experiments import check_experiments, publish
+    from scalewise.evaluation.paper_tables import ALL_TABLES, check_names, select_markdown
+    from scalewise.project.tracking import git_commit, pipeline_run
+
+    names = check_names(args.tables.split(","), ALL_TABLES) if args.tables else list(ALL_TABLES)  # fail early
+    params = (yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}) or {}
+    tracking = params.get("tracking", {}) or {}
+    experiments = check_experiments((params.get("paper_table") or {}).get("experiments"))
+    with pipeline_run("paper-table", enabled=bool(tracking.get("enabled", True)),
+                      experiment=str(tracking.get("experiment", "scalewise")),
+                      tags={"scalewise.command": "paper-table"}) as tracker:
+        if not args.no_repro:
+            from scalewise.cli.main import venv_env
+
+            rc = subprocess.call([sys.executable, "-m", "dvc", "repro", "report"], env=venv_env())
+            if rc != 0:
+                print(f"error: dvc repro report failed (exit {rc})", file=sys.stderr)
+                return rc
+        md_path = Path(TABLE_FILES[0])
+        if not md_path.is_file():
+            raise FileNotFoundError(f"{md_path}: no tables yet (run without --no-repro)")
+        text = select_markdown(md_path.read_text(), names)
+        files = list(TABLE_FILES)
+        if experiments and "T6" in names:
+            written = publish(".", experiments, {"git commit": git_commit(".")}, run=not args.no_repro)
+            text += "\n" + select_markdown(written[0].read_text(), ["T6"]).split("\n", 2)[-1]
+            files += [str(p) for p in written]
+        for path in files:
+            tracker.log_artifact(path, "paper_tables")
+        if args.out:
+            from scalewise.core.io import write_text
+
+            out = Path(args.out)
+            write_text(out / "paper_tables.md", text)
+            print(f"wrote {out / 'paper_tables.md'}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("paper-table", help="run what is missing (dvc repro report) and print the paper tables")
+    p.add_argument("--tables", default=None, help="comma-separated subset of T1..T6 (default: all; T6 needs paper_table.experiments)")
+    p.add_argument("--no-repro", action="store_true", help="only show the tables of the last pipeline run")
+    p.add_argument("--out", default=None, help="also write the selected tables (markdown) to this folder")
+    p.set_defaults(func=cmd_paper_table)

@@ -1,0 +1,226 @@
+"""The SRDD-style result tables, built from the pipeline's metrics and rendered as Markdown, CSV
+and LaTeX (pure functions: the ``report`` stage reads the files and writes the outputs).
+
+- ``T1`` generation: VAR, SRDD, SRDD + simple / masked resampling, SRDD + MR + tuned CFG,
+  distilled SRDD: FID, IS, KID, precision, recall, steps, img/s, peak memory.
+- ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep.
+- ``T4`` inverse problems: task x method x variant: PSNR, SSIM, FID, consistency, s/img.
+- ``T5`` efficiency: VAR vs SRDD vs distilled: img/s, attention-cache bytes, peak memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+TABLES = ("T1", "T2", "T3", "T4", "T5")  # written by the `report` stage
+ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
+
+# T1 rows: (label, model, setting)
+T1_ROWS = (
+    ("VAR", "var", "default"),
+    ("SRDD", "srdd", "default"),
+    ("SRDD + simple resampling", "srdd", "simple"),
+    ("SRDD + masked resampling", "srdd", "masked"),
+    ("SRDD + MR + tuned CFG", "srdd", "masked+tuned_cfg"),
+    ("SRDD distilled", "srdd_distilled", "default"),
+)
+T5_ROWS = (("VAR", "var"), ("SRDD", "srdd"), ("SRDD distilled", "srdd_distilled"))
+MIB = 2**20
+
+
+class MissingResult(KeyError):
+    """A table cell's source result is absent (names the metrics file, model and setting)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class Table:
+    """One result table: ``rows`` are lists of cells (str, int, float or None)."""
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_names(names: list[str], allowed: tuple[str, ...] = TABLES) -> list[str]:
+    """Validate table names (case-insensitive); raise ValueError naming the unknown ones. Empty = all."""
+    wanted = [n.strip().upper() for n in names if n.strip()]
+    unknown = [n for n in wanted if n not in allowed]
+    if unknown:
+        raise ValueError(f"unknown table name(s) {unknown}; allowed: {list(allowed)}")
+    return wanted or list(allowed)
+
+
+def _result(evaluate: dict, model: str, setting: str) -> dict:
+    if model not in evaluate:
+        raise MissingResult(f"metrics/evaluate.json has no model {model!r} (add it to params.yaml: evaluate.models)")
+    if setting not in evaluate[model]:
+        raise MissingResult(f"metrics/evaluate.json: model {model!r} has no setting {setting!r} "
+                            f"(add it to params.yaml: evaluate.settings or evaluate.sweeps)")
+    return evaluate[model][setting]
+
+
+def t1_generation(evaluate: dict) -> Table:
+    cols = ["method", "model", "setting", "FID", "IS", "KID", "precision", "recall", "steps", "img/s", "peak MiB"]
+    t = Table("T1", "Generation", cols)
+    for label, model, setting in T1_ROWS:
+        r = _result(evaluate, model, setting)
+        shown = setting if setting != "masked+tuned_cfg" else f"masked, cfg={r['setting']['cfg']:g}"
+        t.rows.append([label, model, shown, r["fid"], r["isc"], r["kid"], r["precision"], r["recall"], r["steps"],
+                       r["images_per_s"], r["peak_memory_bytes"] / MIB])
+    return t
+
+
+_MASKED = re.compile(r"^masked:t=([0-9.e-]+),n=(\d+)$")
+
+
+def t2_masked_sweep(evaluate: dict, model: str = "srdd") -> Table:
+    t = Table("T2", f"Masked-resampling sweep ({model})",
+              ["threshold", "iterations", "FID", "IS", "precision", "recall", "steps", "img/s"])
+    points = sorted((float(m.group(1)), int(m.group(2)), name) for name in evaluate.get(model, {})
+                    if (m := _MASKED.match(name)))
+    if not points:
+        raise MissingResult(f"metrics/evaluate.json: model {model!r} has no masked-resampling sweep "
+                            "(set params.yaml: evaluate.sweeps.masked_threshold and masked_iters)")
+    for thr, n, name in points:
+        r = evaluate[model][name]
+        t.rows.append([thr, n, r["fid"], r["isc"], r["precision"], r["recall"], r["steps"], r["images_per_s"]])
+    return t
+
+
+def t3_cfg_sweep(evaluate: dict, model: str = "srdd") -> Table:
+    t = Table("T3", f"CFG sweep ({model})", ["cfg", "resampling", "FID", "IS", "KID", "precision", "recall"])
+    points = sorted((float(name.split("=", 1)[1]), name) for name in evaluate.get(model, {}) if name.startswith("cfg="))
+    if not points:
+        raise MissingResult(f"metrics/evaluate.json: model {model!r} has no CFG sweep (set params.yaml: "
+                            "evaluate.sweeps.cfg)")
+    for cfg, name in points:
+        r = evaluate[model][name]
+        t.rows.append([cfg, r["setting"]["resample_kind"], r["fid"], r["isc"], r["kid"], r["precision"], r["recall"]])
+    return t
+
+
+def t4_inverse(recon: dict) -> Table:
+    t = Table("T4", "Inverse problems", ["task", "method", "variant", "PSNR (dB)", "SSIM", "FID", "consistency", "s/img"])
+    if not recon:
+        raise MissingResult("metrics/evaluate_reconstruct.json is empty (run `dvc repro evaluate_reconstruct`)")
+    tasks = sorted({task for v in recon.values() for task in v})
+    for task in tasks:
+        methods = list(dict.fromkeys(m for v in recon.values() for m in v.get(task, {})))
+        for method in methods:
+            for variant in sorted(recon):
+                r = recon[variant].get(task, {}).get(method)
+                if r is None:
+                    continue
+                t.rows.append([task, method, variant, r["psnr"], r["ssim"], r["fid"], r["consistency"],
+                               r["sec_per_image"]])
+    return t
+
+
+def t5_efficiency(evaluate: dict) -> Table:
+    t = Table("T5", "Efficiency (default sampling setting)",
+              ["model", "steps", "img/s", "speed-up vs VAR", "attention cache (bytes)", "peak MiB"])
+    base = _result(evaluate, "var", "default")["images_per_s"]
+    for label, model in T5_ROWS:
+        r = _result(evaluate, model, "default")
+        t.rows.append([label, r["steps"], r["images_per_s"], r["images_per_s"] / base, r["cache_bytes"],
+                       r["peak_memory_bytes"] / MIB])
+    return t
+
+
+def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[str, Any],
+                 sweep_model: str = "srdd") -> list[Table]:
+    """The tables ``names`` (see :data:`TABLES`); every table carries the ``context`` notes.
+
+    ``context`` holds what a reader needs to compare numbers: dataset, image size, extractor,
+    sample counts, seeds, git commit. Raises :class:`MissingResult` naming an absent result.
+    """
+    builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
+                "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
+                "T5": lambda: t5_efficiency(evaluate)}
+    notes = [f"{k}: {v}" for k, v in context.items()]
+    tables = []
+    for name in check_names(names):
+        table = builders[name]()
+        table.notes = notes + table.notes
+        tables.append(table)
+    return tables
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def to_markdown(tables: list[Table]) -> str:
+    out = ["# Paper tables", ""]
+    for t in tables:
+        out += [f"## {t.key}: {t.title}", ""]
+        out += [f"- {n}" for n in t.notes] + [""]
+        out += ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+        out += ["| " + " | ".join(_fmt(c).replace("|", "\\|") for c in row) + " |" for row in t.rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv(tables: list[Table]) -> str:
+    """One CSV: columns ``table, row, column, value`` (long format: tables have different columns)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "row", "column", "value"])
+    for t in tables:
+        for i, row in enumerate(t.rows):
+            for col, cell in zip(t.columns, row):
+                w.writerow([t.key, i, col, "" if cell is None else cell])
+    return buf.getvalue()
+
+
+_TEX_ESCAPE = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in text)
+
+
+def to_latex(tables: list[Table]) -> str:
+    """One ``table`` environment per table (booktabs), the notes in the caption."""
+    out = ["% scalewise paper tables (needs \\usepackage{booktabs})", ""]
+    for t in tables:
+        align = "l" * sum(1 for c in t.rows[0] if isinstance(c, str)) if t.rows else ""
+        align += "r" * (len(t.columns) - len(align))
+        out += ["\\begin{table}[t]", "\\centering", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+                " & ".join(_tex(c) for c in t.columns) + " \\\\", "\\midrule"]
+        out += [" & ".join(_tex(_fmt(c)) for c in row) + " \\\\" for row in t.rows]
+        out += ["\\bottomrule", "\\end{tabular}",
+                f"\\caption{{{_tex(t.key)}: {_tex(t.title)}. {_tex('; '.join(t.notes))}.}}",
+                f"\\label{{tab:{t.key.lower()}}}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+def select_markdown(markdown: str, names: list[str]) -> str:
+    """The sections ``## T<n>: ...`` of a rendered tables file for the tables ``names``."""
+    wanted = set(check_names(names, ALL_TABLES))
+    head, *sections = re.split(r"(?m)^(?=## T\d+: )", markdown)
+    kept = [s for s in sections if s[3:].split(":", 1)[0] in wanted]
+    return head + "".join(kept)

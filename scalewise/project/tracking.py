@@ -1,0 +1,189 @@
+"""The one place that talks to MLflow.
+
+Default store: the embedded SQLite database ``mlflow.db`` at the project root (artifacts in
+``mlruns/``); set ``MLFLOW_TRACKING_URI`` to use a server instead.
+
+Run hierarchy: one *parent* run per pipeline run (:func:`pipeline_run`), whose id is passed
+to the stage processes in the environment variable ``SCALEWISE_PARENT_RUN_ID``; each stage
+opens a *nested* run under it (:func:`stage_run`). A stage run outside a pipeline run (plain
+``dvc repro`` or ``scalewise stage NAME``) is a top-level run tagged with its stage.
+When tracking is disabled every call is a no-op, so stages never depend on MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from scalewise.core.config import flatten
+
+PARENT_ENV = "SCALEWISE_PARENT_RUN_ID"
+PIPELINE_OUTPUTS = ("dvc.lock", "metrics/", "plots/", "reports/")  # tracked files a pipeline run rewrites
+_MAX_PARAM_LEN = 6000
+
+
+def default_tracking_uri(root: str | os.PathLike = ".") -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def git_commit(root: str | os.PathLike = ".") -> str:
+    """The HEAD commit of the repository at ``root`` (with ``-dirty`` if modified), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.splitlines()
+        # A pipeline run rewrites dvc.lock and its metrics / plots / tables: not a dirty source tree.
+        dirty = [line for line in changed if not line[3:].startswith(PIPELINE_OUTPUTS)]
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Tracker:
+    """Logs to one MLflow run, or does nothing when ``run_id`` is None (tracking off)."""
+
+    def __init__(self, run_id: str | None = None):
+        self.run_id = run_id
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    def _client(self):
+        import mlflow
+
+        return mlflow.MlflowClient()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log a (nested) dict of params, flattened to dotted keys."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        flat = {k: str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params).items()}
+        self._client().log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log scalar metrics (non-scalars are skipped) at ``step``."""
+        if not self.enabled:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        rows = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        if rows:
+            self._client().log_batch(self.run_id, metrics=rows)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Copy a file (or folder) into the run's artifacts."""
+        if not self.enabled:
+            return
+        path = Path(path)
+        client = self._client()
+        if path.is_dir():
+            client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        client = self._client()
+        for key, value in tags.items():
+            client.set_tag(self.run_id, key, str(value))
+
+
+def _setup(experiment: str, root: str | os.PathLike) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(default_tracking_uri(root))
+    mlflow.set_experiment(experiment)
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    params: dict[str, Any],
+    enabled: bool = True,
+    experiment: str = "scalewise",
+    root: str | os.PathLike = ".",
+) -> Iterator[Tracker]:
+    """Open the MLflow run of one stage; yields a :class:`Tracker`.
+
+    Nested under ``$SCALEWISE_PARENT_RUN_ID`` when set. The run is marked FAILED if the
+    block raises, FINISHED otherwise.
+    """
+    if not enabled:
+        yield Tracker(None)
+        return
+    import mlflow
+
+    _setup(experiment, root)
+    tags = {"scalewise.stage": stage, "scalewise.git_commit": git_commit(root)}
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    experiment_name = os.environ.get("DVC_EXP_NAME")  # set by DVC inside `dvc exp run` experiments
+    if experiment_name:
+        tags["scalewise.dvc_experiment"] = experiment_name
+    run = mlflow.start_run(run_name=f"{experiment_name}/{stage}" if experiment_name else stage, tags=tags)
+    tracker = Tracker(run.info.run_id)
+    try:
+        tracker.log_params(params)
+        yield tracker
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+@contextmanager
+def pipeline_run(
+    name: str,
+    enabled: bool = True,
+    experiment: str = "scalewise",
+    root: str | os.PathLike = ".",
+    tags: dict[str, Any] | None = None,
+) -> Iterator[Tracker]:
+    """Open the parent run of one pipeline run and export its id to child processes."""
+    if not enabled:
+        yield Tracker(None)
+        return
+    import mlflow
+
+    _setup(experiment, root)
+    all_tags = {"scalewise.kind": "pipeline", "scalewise.git_commit": git_commit(root)}
+    all_tags.update({k: str(v) for k, v in (tags or {}).items()})
+    client = mlflow.MlflowClient()
+    exp = mlflow.get_experiment_by_name(experiment)
+    run = client.create_run(exp.experiment_id, run_name=name, tags=all_tags)
+    run_id = run.info.run_id
+    previous = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = run_id
+    status = "FAILED"
+    try:
+        yield Tracker(run_id)
+        status = "FINISHED"
+    finally:
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
+        client.set_terminated(run_id, status)
