@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 60
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test pipeline clean-state
+.PHONY: install repro test test-fast pipeline clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The fast lane: unit tests only (no real DVC / MLflow / Prefect pipelines), a few minutes on 2 cores.
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration"
 
 # The same pipeline driven by Prefect (ephemeral API): one task per DVC stage.
 pipeline: install

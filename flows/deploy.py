@@ -25,9 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scalewise.core.config import ConfigError
+from scalewise.project.params import PARAMS_FILE, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = {  # params section of the cron -> (deployment name, entrypoint, default cron)
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     root = Path(args.root).resolve()
     try:
-        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+        params = load_params(root / PARAMS_FILE)
         all_settings = [deployment_settings(params, root, f.strip()) for f in args.flows.split(",") if f.strip()]
     except (ConfigError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from exc

@@ -12,23 +12,21 @@ experiments are queued and run, and T6 compares them. Returns the table file pat
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.pipeline import _address, _load_params, run_stage, stage_order
-from scalewise.project.experiments import check_experiments, publish
-from scalewise.evaluation.paper_tables import ALL_TABLES, check_names, select_markdown
-from scalewise.project.tracking import git_commit, pipeline_run
+from flows.pipeline import _address, flow_parser, one_line_errors, run_stage, stage_order
+from scalewise.evaluation.paper_tables import ALL_TABLES, check_names
+from scalewise.project.entry import pipeline_tracked
+from scalewise.project.experiments import check_experiments
+from scalewise.project.paper_table import collect_tables
+from scalewise.project.params import PARAMS_FILE, load_params
 
 ARTIFACT_KEY = "scalewise-paper-tables"
 TARGET = "report"
-TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex",
-               "reports/paper_tables")
 
 
 def stages_for(root: str | Path, target: str = TARGET) -> list[str]:
@@ -57,30 +55,22 @@ def paper_table(root: str = ".", tables: list[str] | None = None, run_name: str 
     logger = get_run_logger()
     names = check_names(tables or [], ALL_TABLES)
     root_path = Path(root).resolve()
-    params = _load_params(root_path)
+    params = load_params(root_path / PARAMS_FILE)
     experiments = check_experiments((params.get("paper_table") or {}).get("experiments"))
-    tracking = params.get("tracking") or {}
     retries = int((params.get("pipeline") or {}).get("retries", 1))
     order = stages_for(root_path)
     logger.info("stages for the paper tables, in DVC order: %s", ", ".join(order))
-    with contextlib.chdir(root_path), pipeline_run(
-        run_name or f"paper-table/{flow_run.name or 'local'}",
-        enabled=bool(tracking.get("enabled", True)),
-        experiment=str(tracking.get("experiment", "scalewise")),
-        root=root_path,
+    with contextlib.chdir(root_path), pipeline_tracked(
+        run_name or f"paper-table/{flow_run.name or 'local'}", params, root=root_path,
         tags={"scalewise.orchestrator": "prefect", "scalewise.command": "paper-table",
               "scalewise.prefect_flow_run_id": flow_run.id or ""},
     ) as tracker:
         stage_task = run_stage.with_options(retries=retries)
         for stage in order:  # one at a time: DVC holds a repo lock during each repro
             stage_task(str(root_path), stage)
-        markdown = select_markdown((root_path / TABLE_FILES[0]).read_text(), names)
-        files = [root_path / rel for rel in TABLE_FILES]
         if experiments and "T6" in names:
             logger.info("DVC experiments for T6 (queued when missing): %s", ", ".join(experiments))
-            written = publish(root_path, experiments, {"git commit": git_commit(root_path)})
-            markdown += "\n" + select_markdown(written[0].read_text(), ["T6"]).split("\n", 2)[-1]
-            files += written
+        markdown, files = collect_tables(root_path, names, experiments)
         create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY,
                                  description=f"paper tables {', '.join(names)} of {root_path}")
         for path in files:
@@ -89,18 +79,13 @@ def paper_table(root: str = ".", tables: list[str] | None = None, run_name: str 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Reproduce the scalewise paper tables as a Prefect flow.")
-    ap.add_argument("--root", default=".", help="project root holding dvc.yaml and params.yaml")
-    ap.add_argument("--tables", default=None, help="comma-separated subset of T1..T5 (default: all)")
-    ap.add_argument("--run-name", default=None, help="name of the parent MLflow run")
+    ap = flow_parser("Reproduce the scalewise paper tables as a Prefect flow.")
+    ap.add_argument("--tables", default=None, help="comma-separated subset of T1..T6 (default: all)")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         tables = check_names(args.tables.split(","), ALL_TABLES) if args.tables else None
         for path in paper_table(root=args.root, tables=tables, run_name=args.run_name):
             print(path)
-    except Exception as exc:  # Prefect has logged the traceback; end with one clear line
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,15 @@ import sys
 import tempfile
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from scalewise.core.config import ConfigError, flatten
-from scalewise.project.tracking import pipeline_run
+from scalewise.core.config import flatten
+from scalewise.project.entry import pipeline_tracked
+from scalewise.project.params import PARAMS_FILE, load_params
 
 ARTIFACT_KEY = "scalewise-metrics"
 _TAIL_LINES = 30  # lines of stage output quoted in a failure
@@ -144,16 +144,6 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_params(root: Path) -> dict[str, Any]:
-    path = root / "params.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found (pass --root <project root>)")
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
-    return params
-
-
 @flow(name="scalewise-pipeline", persist_result=False)
 def pipeline(root: str = ".", stages: list[str] | None = None, run_name: str | None = None) -> dict:
     """Run the DVC stages of ``root`` (all, or the subset ``stages``) in DVC's order; return the metrics."""
@@ -161,8 +151,7 @@ def pipeline(root: str = ".", stages: list[str] | None = None, run_name: str | N
 
     logger = get_run_logger()
     root_path = Path(root).resolve()
-    params = _load_params(root_path)
-    tracking = params.get("tracking") or {}
+    params = load_params(root_path / PARAMS_FILE)
     retries = int((params.get("pipeline") or {}).get("retries", 1))
     order = stage_order(root_path)
     if stages:
@@ -174,11 +163,8 @@ def pipeline(root: str = ".", stages: list[str] | None = None, run_name: str | N
 
     # cwd = root for the parent run too: MLflow resolves a new experiment's default artifact
     # root against the cwd, and the stage processes run there.
-    with contextlib.chdir(root_path), pipeline_run(
-        run_name or f"pipeline/{flow_run.name or 'local'}",
-        enabled=bool(tracking.get("enabled", True)),
-        experiment=str(tracking.get("experiment", "scalewise")),
-        root=root_path,
+    with contextlib.chdir(root_path), pipeline_tracked(
+        run_name or f"pipeline/{flow_run.name or 'local'}", params, root=root_path,
         tags={"scalewise.orchestrator": "prefect", "scalewise.prefect_flow_run_id": flow_run.id or ""},
     ) as tracker:
         stage_task = run_stage.with_options(retries=retries)
@@ -195,18 +181,31 @@ def pipeline(root: str = ".", stages: list[str] | None = None, run_name: str | N
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Run the scalewise DVC pipeline as a Prefect flow.")
+def flow_parser(description: str) -> argparse.ArgumentParser:
+    """A flow's command line with ``--root`` and ``--run-name``."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--root", default=".", help="project root holding dvc.yaml and params.yaml")
-    ap.add_argument("--stages", default=None, help="comma-separated subset of stages (default: all)")
     ap.add_argument("--run-name", default=None, help="name of the parent MLflow run")
-    args = ap.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    return ap
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Exit 1 with one clear line on an error (Prefect has logged the traceback)."""
     try:
-        pipeline(root=args.root, stages=stages, run_name=args.run_name)
-    except Exception as exc:  # Prefect has logged the traceback; end with one clear line
+        yield
+    except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = flow_parser("Run the scalewise DVC pipeline as a Prefect flow.")
+    ap.add_argument("--stages", default=None, help="comma-separated subset of stages (default: all)")
+    args = ap.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    with one_line_errors():
+        pipeline(root=args.root, stages=stages, run_name=args.run_name)
 
 
 if __name__ == "__main__":

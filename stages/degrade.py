@@ -10,51 +10,28 @@ the test-set indices and labels, ``sigma_y`` on the [-1, 1] scale, the seed),
 
 from __future__ import annotations
 
-import argparse
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.core.config import ConfigError, to_dict
 from scalewise.data.prepare import load_split
 from scalewise.core.images import save_grid, to_unit
 from scalewise.core.io import save_torch, write_json
-from scalewise.posterior.measurements import TASK_KINDS, build_operator
+from scalewise.posterior.tasks import DegradeConfig, select_images, task_operator
 from scalewise.posterior.restoration import observation_image
-from scalewise.project.stage import load_params, run_main, section, tracked
-
-
-@dataclass
-class DegradeConfig:
-    num_images: int = 64  # test images per task (a seeded random subset of the test split)
-    sigma_y: float = 0.05  # Gaussian measurement noise std on the [-1, 1] scale
-    seed: int = 0
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {kind, settings...}
-
-
-def select_images(num_test: int, num_images: int, seed: int) -> torch.Tensor:
-    """A seeded random subset of test indices (all of them when ``num_images`` >= ``num_test``)."""
-    perm = torch.randperm(num_test, generator=torch.Generator().manual_seed(seed))
-    return perm[: min(num_images, num_test)].sort().values
+from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", default="data/degraded")
     args = ap.parse_args()
 
     params = load_params(args.params)
     where = f"{args.params}: degrade"
-    cfg = from_dict(DegradeConfig, section(params, "degrade", args.params), where)
-    if not cfg.tasks:
-        raise ConfigError(f"{where}.tasks is empty: define at least one task (see the default params.yaml)")
-    if cfg.num_images < 1 or cfg.sigma_y < 0:
-        raise ConfigError(f"{where}: num_images must be >= 1 and sigma_y >= 0")
+    cfg = stage_config(DegradeConfig, params, "degrade", args.params)
     test_u8, test_labels, class_names = load_split(args.data, "test")
     idx = select_images(test_u8.shape[0], cfg.num_images, cfg.seed)
     x = to_unit(test_u8[idx])
@@ -68,13 +45,11 @@ def main() -> None:
                 "sigma_convention": "std of Gaussian noise added to A(x), images in [-1, 1]", "tasks": {}}
     with tracked("degrade", params, to_dict(cfg)) as tracker:
         for ti, (name, spec) in enumerate(sorted(cfg.tasks.items())):
-            if not isinstance(spec, dict) or "kind" not in spec:
-                raise ConfigError(f"{where}.tasks.{name}: needs a 'kind' (one of {list(TASK_KINDS)})")
-            settings = {k: v for k, v in spec.items() if k != "kind"}
             try:
-                op = build_operator(spec["kind"], settings, size, channels, num_images=idx.numel(), seed=cfg.seed + ti)
+                op = task_operator(name, spec, size, channels, num_images=idx.numel(), seed=cfg.seed + ti)
             except ValueError as exc:
-                raise ConfigError(f"{where}.tasks.{name}: {exc}") from exc
+                raise ConfigError(f"{where}.tasks: {exc}") from exc
+            settings = {k: v for k, v in spec.items() if k != "kind"}
             gen = torch.Generator().manual_seed(cfg.seed + 1000 + ti)
             y = op.measure(x, cfg.sigma_y, gen)
             save_torch(tmp / f"{name}.pt", {

@@ -30,8 +30,9 @@ from scalewise.models.student import check_markov_teacher, init_student, tokeniz
 from scalewise.core.images import save_grid, to_uint8
 from scalewise.core.io import write_json
 from scalewise.sampling.generate import generate
-from scalewise.training.transformer import class_mean_proxy, encode_dataset, evaluate_transformer
-from scalewise.project.stage import load_params, run_main, section, tracked, write_curve
+from scalewise.training.batches import encode_dataset
+from scalewise.training.transformer import class_mean_proxy, evaluate_transformer
+from scalewise.project.entry import load_params, run_main, section, tracked, write_curve
 
 VARIANT = "srdd_distilled"
 
@@ -59,12 +60,12 @@ def main() -> None:
     data_hash = json.loads((Path(args.data) / "manifest.json").read_text())["content_hash"]
 
     with tracked("distill", params, {"distill": to_dict(cfg), "teacher": args.teacher}) as tracker:
-        tracker.set_tags({"scalewise.variant": VARIANT, "scalewise.mask_kind": teacher.cfg.mask_kind,
+        tracker.set_tags({"scalewise.model": VARIANT, "scalewise.mask_kind": teacher.cfg.mask_kind,
                           "scalewise.patch_nums": str(student_pn)})
         result = distill(cfg, teacher, tokenizer, train_u8, train_labels, data_hash, "state/distill",
                          on_log=lambda step, row: tracker.log_metrics({f"distill/{k}": v for k, v in row.items()}, step))
         if result.resumed_from:
-            print(f"distill: resumed from step {result.resumed_from}")
+            print(f"distill: resumed from step {result.resumed_from}, {result.steps_run} training steps run")
         student = result.model
         short = tokenizer_for(student, tokenizer)
         test_tokens, test_x = encode_dataset(short, test_u8, progress=False)

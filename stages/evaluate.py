@@ -18,11 +18,8 @@ images_per_s, peak_memory_bytes, cache_bytes, steps, extractor, ...}}``) and
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,82 +27,27 @@ import torch
 from tqdm import tqdm
 
 from scalewise.models.checkpoints import load_checkpoint
-from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.core.config import ConfigError, to_dict
 from scalewise.data.prepare import load_split
 from scalewise.evaluation.settings import (
-    SamplingSetting, SweepConfig, best_cfg, generate_isolated, generate_set, setting_from, sweep_settings,
+    SamplingSetting, best_cfg, generate_isolated, generate_set,
 )
 from scalewise.evaluation.fidelity import fidelity_metrics, resolve_extractor
 from scalewise.core.images import save_grid, save_png
 from scalewise.core.io import atomic_dir, write_json
-from scalewise.project.stage import load_params, run_main, section, tracked
-
-TUNED = "masked+tuned_cfg"
-
-
-@dataclass
-class EvaluateConfig:
-    """``params.yaml: evaluate``."""
-
-    models: list[str] = field(default_factory=lambda: ["var", "srdd", "srdd_distilled"])
-    samples_per_class: int = 100
-    batch_size: int = 250
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0
-    kid_subset_size: int = 500
-    inception_weights: str | None = None  # inception-v3-compat weights file; null = domain evaluator
-    isolate: bool = True  # each non-sweep sample set in a fresh process (clean speed / memory figures)
-    grid_per_class: int = 8
-    sampling: dict[str, Any] = field(default_factory=dict)  # the `default` setting
-    settings: dict[str, Any] = field(default_factory=dict)  # name -> overrides of `sampling`
-    sweeps: SweepConfig = field(default_factory=SweepConfig)
-
-    def __post_init__(self) -> None:
-        for name in ("samples_per_class", "batch_size", "grid_per_class"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
-        if self.sweeps.samples_per_class < 1:
-            raise ConfigError(f"evaluate.sweeps.samples_per_class must be >= 1, got {self.sweeps.samples_per_class}")
-
-
-def reference_key(data_dir: str | Path) -> str:
-    """The name of the test split's cached reference statistics (torch-fidelity adds the extractor's hash)."""
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    return f"test-{manifest['content_hash'][:16]}"
-
-
-def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSetting, int, bool]]:
-    """(name, setting, samples per class, is sweep) in evaluation order; ``masked+tuned_cfg`` is added later."""
-    base = setting_from(SamplingSetting(), cfg.sampling, "evaluate.sampling")
-    plan = [("default", base, cfg.samples_per_class, False)]
-    for name, overrides in cfg.settings.items():
-        if name == "default" or name == TUNED:
-            raise ConfigError(f"evaluate.settings: {name!r} is a reserved setting name")
-        plan.append((name, setting_from(base, overrides or {}, f"evaluate.settings.{name}"), cfg.samples_per_class,
-                     False))
-    if model in cfg.sweeps.models:
-        plan += [(n, s, cfg.sweeps.samples_per_class, True) for n, s in sweep_settings(base, cfg.sweeps).items()]
-    return plan
-
-
-def folder_name(setting: str) -> str:
-    """A file-system-safe folder name for a setting (``masked:t=0.05,n=2`` -> ``masked_t0.05_n2``)."""
-    return (setting.replace("+", "_").replace(":", "_").replace("=", "").replace(",", "_"))
-
+from scalewise.evaluation.plan import TUNED, EvaluateConfig, folder_name, reference_key, setting_plan
+from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--model", required=True, help="a model of params.yaml: evaluate.models (models/<model>.pt)")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--tokenizer", default="models/tokenizer.pt")
     ap.add_argument("--evaluator", default="models/evaluator.pt")
     ap.add_argument("--cache", default=".cache/fidelity", help="torch-fidelity reference statistics cache")
     args = ap.parse_args()
 
     params = load_params(args.params)
-    cfg = from_dict(EvaluateConfig, section(params, "evaluate", args.params), f"{args.params}: evaluate")
+    cfg = stage_config(EvaluateConfig, params, "evaluate", args.params)
     if args.model not in cfg.models:
         raise ConfigError(f"{args.params}: evaluate.models = {cfg.models} has no {args.model!r}")
     if cfg.threads:

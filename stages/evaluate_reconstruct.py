@@ -12,7 +12,6 @@ num_images}}}}``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,12 +20,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from scalewise.core.config import from_dict
 from scalewise.data.prepare import load_split
 from scalewise.evaluation.fidelity import fidelity_metrics, resolve_extractor
 from scalewise.core.io import write_json
-from scalewise.project.stage import load_params, run_main, section, tracked
-from stages.evaluate import EvaluateConfig, reference_key
+from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
+from scalewise.evaluation.plan import EvaluateConfig, reference_key
 
 
 def load_png_folder(folder: Path) -> torch.Tensor:
@@ -43,9 +41,7 @@ def load_png_folder(folder: Path) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap = stage_parser(__doc__)
     ap.add_argument("--reconstruct", default="reports/reconstruct")
     ap.add_argument("--summary", default="metrics/reconstruct.json")
     ap.add_argument("--evaluator", default="models/evaluator.pt")
@@ -53,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
-    cfg = from_dict(EvaluateConfig, section(params, "evaluate", args.params), f"{args.params}: evaluate")
+    cfg = stage_config(EvaluateConfig, params, "evaluate", args.params)
     summary_path = Path(args.summary)
     if not summary_path.is_file():
         raise FileNotFoundError(f"{summary_path}: no reconstruction summary (run `dvc repro reconstruct_summary`)")

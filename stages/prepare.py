@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scalewise.core.config import from_dict, to_dict
 from scalewise.data.prepare import PrepareConfig, prepare_dataset, save_prepared
-from scalewise.project.stage import load_params, run_main, section, tracked
+from scalewise.project.entry import load_params, run_main, section, tracked
 
 
 def main() -> None:

@@ -1,69 +1,44 @@
-"""DVC stage ``reconstruct@<variant>-<task>``: restore one task's measurements with every method.
+"""DVC stage ``reconstruct@<model>-<task>``: restore one task's measurements with every method.
 
 Reads ``params.yaml: reconstruct`` (methods, batch size, conditioning, seed, guidance
-settings), ``data/degraded/<task>.pt``, the clean test images and ``models/<variant>.pt``.
-Writes ``reports/reconstruct/<variant>/<task>/``: one folder of PNGs per method, a
+settings), ``data/degraded/<task>.pt``, the clean test images and ``models/<model>.pt``.
+Writes ``reports/reconstruct/<model>/<task>/``: one folder of PNGs per method, a
 side-by-side grid (clean | observation | each method) and ``per_image.csv``; and the DVC
-metrics ``metrics/reconstruct/<variant>/<task>.json``: ``{method: {psnr, ssim, consistency,
+metrics ``metrics/reconstruct/<model>/<task>.json``: ``{method: {psnr, ssim, consistency,
 sec_per_image}}`` (means over the images; PSNR in dB, consistency ``||A(x_hat) - y||``).
 
-    python -m stages.reconstruct --variant var --task box_inpaint
+    python -m stages.reconstruct --model var --task box_inpaint
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from scalewise.models.checkpoints import load_tokenizer, load_transformer
-from scalewise.core.config import ConfigError, from_dict, to_dict
+from scalewise.core.config import from_dict, to_dict
 from scalewise.data.prepare import load_split
 from scalewise.core.images import save_grid, save_png, to_uint8, to_unit
 from scalewise.core.io import load_torch, write_json, write_text
-from scalewise.posterior.guidance import METHODS, PosteriorGuidanceConfig
+from scalewise.posterior.guidance import PosteriorGuidanceConfig
 from scalewise.posterior.measurements import Operator
-from scalewise.posterior.restoration import observation_image, restore, score, side_by_side
-from scalewise.project.stage import load_params, run_main, section, tracked
-
-CONDITIONINGS = ("unconditional", "class")
-
-
-@dataclass
-class ReconstructConfig:
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    batch_size: int = 32
-    conditioning: str = "unconditional"  # unconditional (null class) | class (the test labels)
-    seed: int = 0
-    device: str = "cpu"
-    grid_rows: int = 8  # examples in the side-by-side grid
-    threads: int = 0
-    guidance: dict[str, Any] = field(default_factory=dict)  # PosteriorGuidanceConfig fields
-
+from scalewise.posterior.restoration import ReconstructConfig, observation_image, restore, score, side_by_side
+from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variant", required=True, help="transformer variant: models/<variant>.pt")
+    ap = stage_parser(__doc__)
+    ap.add_argument("--model", required=True, help="a trained transformer: models/<model>.pt (var, srdd, ...)")
     ap.add_argument("--task", required=True, help="a task of params.yaml: degrade.tasks")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--degraded", default="data/degraded")
     args = ap.parse_args()
 
     params = load_params(args.params)
     where = f"{args.params}: reconstruct"
-    cfg = from_dict(ReconstructConfig, section(params, "reconstruct", args.params), where)
+    cfg = stage_config(ReconstructConfig, params, "reconstruct", args.params)
     guidance = from_dict(PosteriorGuidanceConfig, cfg.guidance, f"{where}.guidance")
-    unknown = sorted(set(cfg.methods) - set(METHODS))
-    if unknown or not cfg.methods:
-        raise ConfigError(f"{where}.methods: unknown {unknown} (allowed: {list(METHODS)})")
-    if cfg.conditioning not in CONDITIONINGS:
-        raise ConfigError(f"{where}.conditioning={cfg.conditioning!r}; allowed: {list(CONDITIONINGS)}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task_file = Path(args.degraded) / f"{args.task}.pt"
@@ -76,20 +51,20 @@ def main() -> None:
     test_u8, _, _ = load_split(args.data, "test")
     clean = to_unit(test_u8[deg["indices"]])
     tokenizer = load_tokenizer("models/tokenizer.pt", cfg.device)
-    model = load_transformer(f"models/{args.variant}.pt", cfg.device)
+    model = load_transformer(f"models/{args.model}.pt", cfg.device)
     labels = deg["labels"] if cfg.conditioning == "class" else None
 
-    out = Path(f"reports/reconstruct/{args.variant}/{args.task}")
+    out = Path(f"reports/reconstruct/{args.model}/{args.task}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     summary: dict[str, dict[str, float]] = {}
     rows = ["method,index,psnr,ssim,consistency"]
     restored = []
-    stage_params = {"variant": args.variant, "task": args.task, **to_dict(cfg), "guidance": to_dict(guidance)}
-    with tracked(f"reconstruct@{args.variant}-{args.task}", params, stage_params) as tracker:
-        tracker.set_tags({"scalewise.variant": args.variant, "scalewise.task": args.task})
-        for method in tqdm(cfg.methods, desc=f"{args.variant}/{args.task}"):
+    stage_params = {"model": args.model, "task": args.task, **to_dict(cfg), "guidance": to_dict(guidance)}
+    with tracked(f"reconstruct@{args.model}-{args.task}", params, stage_params) as tracker:
+        tracker.set_tags({"scalewise.model": args.model, "scalewise.task": args.task})
+        for method in tqdm(cfg.methods, desc=f"{args.model}/{args.task}"):
             res = restore(model, tokenizer, op, y.to(cfg.device), method, guidance, labels, cfg.batch_size, cfg.seed)
             images = res.images.cpu()
             s = score(clean, images, op, y)
@@ -101,14 +76,14 @@ def main() -> None:
             rows += [f"{method},{int(deg['indices'][i])},{s['psnr'][i]:.4f},{s['ssim'][i]:.4f},"
                      f"{s['consistency'][i]:.4f}" for i in range(images.shape[0])]
             restored.append(images)
-            print(f"reconstruct@{args.variant}-{args.task}: {method}: " +
+            print(f"reconstruct@{args.model}-{args.task}: {method}: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in summary[method].items()))
         grid = side_by_side(clean, observation_image(op, y), restored, cfg.grid_rows)
         save_grid(grid, tmp / "side_by_side.png", nrow=2 + len(restored))
         write_text(tmp / "per_image.csv", "\n".join(rows) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-        metrics_path = write_json(Path(f"metrics/reconstruct/{args.variant}/{args.task}.json"), summary)
+        metrics_path = write_json(Path(f"metrics/reconstruct/{args.model}/{args.task}.json"), summary)
         tracker.log_metrics({f"{m.replace('+', '_')}/{k}": v for m, vals in summary.items() for k, v in vals.items()})  # MLflow keys allow no "+"
         tracker.log_artifact(out / "side_by_side.png")
         tracker.log_artifact(metrics_path)

@@ -9,12 +9,11 @@ variant), and logs both to MLflow.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from scalewise.core.io import write_json, write_text
-from scalewise.project.stage import load_params, run_main, tracked
+from scalewise.project.entry import load_params, run_main, tracked, stage_parser
 
 COLUMNS = ("psnr", "ssim", "consistency", "sec_per_image")
 
@@ -42,8 +41,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--metrics", default="metrics/reconstruct")
     args = ap.parse_args()
     params = load_params(args.params)

@@ -11,17 +11,18 @@ Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{mod
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 from scalewise.core.io import atomic_path, write_json, write_text
-from scalewise.evaluation.paper_tables import T1_ROWS, TABLES, Table, build_tables, to_csv, to_latex, to_markdown
+from scalewise.evaluation.paper_tables import (
+    T1_ROWS, TABLE_FILES, TABLE_PLOTS, TABLES, Table, build_tables, to_csv, to_latex, to_markdown,
+)
 from scalewise.project.tracking import git_commit
-from scalewise.project.stage import load_params, run_main, section, tracked
+from scalewise.project.entry import load_params, run_main, section, tracked, stage_parser
 
-OUT = Path("reports/paper_tables")
+OUT = Path(TABLE_PLOTS)
 
 
 def gather(folder: Path) -> dict:
@@ -98,9 +99,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap = stage_parser(__doc__)
     args = ap.parse_args()
     params = load_params(args.params)
     sweep_models = (section(params, "evaluate", args.params).get("sweeps") or {}).get("models") or ["srdd"]
@@ -116,9 +115,8 @@ def main() -> None:
     tables = build_tables(list(TABLES), evaluate, recon, ctx, sweep_model=sweep_models[0])
     with tracked("report", params, {}) as tracker:
         metrics = write_json("metrics/evaluate.json", evaluate)
-        files = [write_text("reports/paper_tables.md", to_markdown(tables)),
-                 write_text("reports/paper_tables.csv", to_csv(tables)),
-                 write_text("reports/paper_tables.tex", to_latex(tables))]
+        texts = (to_markdown(tables), to_csv(tables), to_latex(tables))
+        files = [write_text(path, text) for path, text in zip(TABLE_FILES, texts)]
         files += plot_sweeps({t.key: t for t in tables}, OUT)
         tracker.set_tags({"scalewise.tables": ",".join(t.key for t in tables)})
         keys = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes", "steps")

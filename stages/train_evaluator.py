@@ -16,9 +16,10 @@ import torch
 
 from scalewise.core.config import from_dict, to_dict
 from scalewise.data.prepare import load_split
-from scalewise.models.evaluator import EvaluatorConfig, save_evaluator, train_evaluator
+from scalewise.models.evaluator import save_evaluator
+from scalewise.training.evaluator import EvaluatorConfig, train_evaluator
 from scalewise.core.io import write_json
-from scalewise.project.stage import load_params, run_main, section, tracked
+from scalewise.project.entry import load_params, run_main, section, tracked
 
 OUT_MODEL = "models/evaluator.pt"
 OUT_METRICS = "metrics/train_evaluator.json"

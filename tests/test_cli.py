@@ -91,18 +91,18 @@ def test_sample_and_bench_commands(tmp_path):
 
     out = scalewise("bench", "sample", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
-                    "--tokenizer-ch", "8", "--cfg", "1.5", "--masks", "causal,markov", "--batch-sizes", "1,2",
+                    "--tokenizer-ch", "8", "--cfg", "1.5", "--mask-kinds", "causal,markov", "--batch-sizes", "1,2",
                     "--runs", "2", "--json", str(tmp_path / "b.json"))
     assert out.returncode == 0, out.stderr
     records = json.loads((tmp_path / "b.json").read_text())
-    assert [(r["mask"], r["batch_size"]) for r in records] == [("causal", 1), ("causal", 2), ("markov", 1), ("markov", 2)]
+    assert [(r["mask_kind"], r["batch_size"]) for r in records] == [("causal", 1), ("causal", 2), ("markov", 1), ("markov", 2)]
     for r in records:
         assert {"images_per_s", "ms_per_image", "peak_memory_bytes", "cache_bytes", "per_scale_ms"} <= set(r)
         assert len(r["per_scale_ms"]) == 3 and r["peak_memory_bytes"] > 0
     assert records[2]["cache_bytes"] == 0 < records[0]["cache_bytes"]
     out = scalewise("bench", "train", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
-                    "--masks", "causal", "--batch-size", "2", "--runs", "2")
+                    "--mask-kinds", "causal", "--batch-size", "2", "--runs", "2")
     assert out.returncode == 0 and json.loads(out.stdout)[0]["tokens_per_s"] > 0
 
 

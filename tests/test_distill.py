@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from killrun import assert_same_run, killed_then_resumed
 from scalewise.models.checkpoints import load_transformer, save_model
 from scalewise.core.config import ConfigError
 from scalewise.training.distill import (
@@ -22,8 +23,9 @@ from scalewise.core.images import to_unit
 from scalewise.core.metrics import psnr
 from scalewise.sampling.generate import generate
 from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.training.batches import encode_dataset
 from scalewise.training.transformer import ModelSettings, TrainConfig, VariantConfig, build_model_config, \
-    encode_dataset, train_transformer
+    train_transformer
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
 TEACHER_PN = [1, 2, 3, 4, 5, 6, 8]
@@ -222,21 +224,10 @@ def test_distillation_lowers_the_loss_and_is_deterministic(teacher_setup, tmp_pa
 def test_distillation_resumes_exactly(teacher_setup, tmp_path):
     tok, teacher, images, labels = teacher_setup
     full = distill(dcfg(), teacher, tok, images, labels, "h", tmp_path / "a", progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 5:
-            raise Killed
-
-    with pytest.raises(Killed):
-        distill(dcfg(), teacher, tok, images, labels, "h", tmp_path / "b", on_log=kill, progress=False)
-    resumed = distill(dcfg(), teacher, tok, images, labels, "h", tmp_path / "b", progress=False)
+    resumed = killed_then_resumed(lambda on_log: distill(
+        dcfg(), teacher, tok, images, labels, "h", tmp_path / "b", on_log=on_log, progress=False), 5)
     assert resumed.resumed_from == 3
-    for (name, p), (_, q) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(p, q), name
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    assert_same_run(full, resumed)
     other = ScaleTransformer(teacher.cfg)  # a different teacher never resumes this run's checkpoint
     other.load_state_dict({k: v + 0.01 for k, v in teacher.state_dict().items()})
     assert distill(dcfg(), other, tok, images, labels, "h", tmp_path / "b", progress=False).resumed_from == 0

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from scalewise.core.config import ConfigError, from_dict
-from scalewise.models.evaluator import (
-    Evaluator, EvaluatorArch, EvaluatorConfig, evaluate_classifier, load_evaluator, save_evaluator, train_evaluator,
-)
+from scalewise.models.evaluator import Evaluator, EvaluatorArch, load_evaluator, save_evaluator
+from scalewise.training.evaluator import EvaluatorConfig, evaluate_classifier, train_evaluator
 from scalewise.evaluation.fidelity import (
     EVALUATOR, INCEPTION, INCEPTION_FILE, ExtractorSpec, fidelity_metrics, resolve_extractor,
 )
@@ -81,7 +80,7 @@ def test_training_is_deterministic_for_a_seed(digits):
 
 @pytest.mark.parametrize("pad", [1, 2])
 def test_translate_shifts_each_image_within_pad(pad):
-    from scalewise.models.evaluator import _translate
+    from scalewise.training.evaluator import _translate
 
     x_BCHW = torch.rand(64, 2, 9, 9) * 2 - 1
     out = _translate(x_BCHW, pad, torch.Generator().manual_seed(0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scalewise.posterior.measurements import (
-    TASK_KINDS, Operator, build_operator, load_operator, mask_operator,
+    OPERATOR_KINDS, Operator, build_operator, load_operator, mask_operator,
 )
 
 S, C, N = 16, 3, 4
@@ -42,7 +42,7 @@ def rand_x(seed: int = 0, batch: int = N) -> torch.Tensor:
 
 
 def test_cases_cover_every_kind():
-    assert {kind for kind, _ in CASES.values()} == set(TASK_KINDS)
+    assert {kind for kind, _ in CASES.values()} == set(OPERATOR_KINDS)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -23,7 +23,8 @@ from official_layout import (
     ref_vae_encode,
     ref_var_logits,
 )
-from scalewise.models.checkpoints import load_models, load_official_var, save_model, save_official_var
+from scalewise.models.checkpoints import load_models, save_model
+from scalewise.models.official import load_official_var, save_official_var
 from scalewise.models.official import OfficialCheckpointError, official_state_dicts
 from scalewise.core.precision import compile_transformer
 from scalewise.sampling.generate import cfg_scale, combine_cfg, generate
@@ -164,8 +165,8 @@ def test_bad_release_files_are_clear_errors(tmp_path):
     torch.save({k: v for k, v in vae.items() if "quant_resi" not in k}, tmp_path / "nophi.pth")
     with pytest.raises(OfficialCheckpointError, match="no phi convs"):
         load_official_var(tmp_path / "nophi.pth", var_path)
-    with pytest.raises(ValueError, match="give both --official-vae and --official-var"):
-        load_models(official_vae=vae_path)
+    with pytest.raises(ValueError, match="give both --official-tokenizer and --official-var"):
+        load_models(official_tokenizer=vae_path)
 
 
 def test_only_a_causal_var_has_a_release_layout(tmp_path):
@@ -186,7 +187,7 @@ def scalewise(*args) -> subprocess.CompletedProcess:
 
 def test_sample_and_restore_run_on_release_files(tmp_path):
     vae_path, var_path, _, _ = write_release(tmp_path)
-    flags = ["--official-vae", vae_path, "--official-var", var_path]
+    flags = ["--official-tokenizer", vae_path, "--official-var", var_path]
     out = scalewise("sample", *flags, "--classes", "1,3", "--per-class", "2", "--cfg", "1.5", "--dtype", "bf16",
                     "--out", tmp_path / "grid.png", "--folder", tmp_path / "samples")
     assert out.returncode == 0, out.stderr
@@ -199,8 +200,8 @@ def test_sample_and_restore_run_on_release_files(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "32x32" not in out.stderr and "resized to 8x8" in out.stderr  # y is image size / factor
     assert Image.open(tmp_path / "restored.png").size[1] >= 32
-    out = scalewise("sample", "--official-vae", vae_path, "--classes", "1")
-    assert out.returncode != 0 and "give both --official-vae and --official-var" in out.stderr
+    out = scalewise("sample", "--official-tokenizer", vae_path, "--classes", "1")
+    assert out.returncode != 0 and "give both --official-tokenizer and --official-var" in out.stderr
 
 
 def test_phi_choice_at_the_release_schedule_ties():
@@ -243,7 +244,7 @@ def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
     run([sys.executable, "-m", "stages.prepare"], root)
     out = run([sys.executable, "-m", "stages.train_tokenizer"], root).stdout
     assert "imported the official VQVAE" in out
-    out = run([sys.executable, "-m", "stages.train", "--variant", "var"], root).stdout
+    out = run([sys.executable, "-m", "stages.train", "--model", "var"], root).stdout
     assert "imported the official VAR" in out
     metrics = json.loads((root / "metrics/train_var.json").read_text())
     assert metrics["source"].endswith("var_d2.pth") and metrics["steps"] == 0 and np.isfinite(metrics["test_loss"])
@@ -252,12 +253,12 @@ def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
                          (load_tokenizer(root / "models/tokenizer.pt"), release.tokenizer)):
         theirs_state = theirs.state_dict()
         assert all(torch.equal(v, theirs_state[k]) for k, v in ours.state_dict().items())
-    out = run([sys.executable, "-m", "stages.train", "--variant", "srdd"], root).stdout
+    out = run([sys.executable, "-m", "stages.train", "--model", "srdd"], root).stdout
     assert json.loads((root / "metrics/train_srdd.json").read_text())["source"] == "trained"
     # params that do not describe the file are a clear error naming the fields
     params["train"]["common"]["model"]["depth"] = 3
     (root / "params.yaml").write_text(__import__("yaml").safe_dump(params))
-    proc = run([sys.executable, "-m", "stages.train", "--variant", "var"], root, check=False)
+    proc = run([sys.executable, "-m", "stages.train", "--model", "var"], root, check=False)
     assert proc.returncode == 2 and "depth: file 2 vs params 3" in proc.stderr, proc.stderr
 
 
@@ -269,15 +270,15 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     from scalewise.core.config import from_dict
     from scalewise.data.prepare import PrepareConfig
     from scalewise.training.distill import DistillConfig
-    from scalewise.models.evaluator import EvaluatorConfig
+    from scalewise.training.evaluator import EvaluatorConfig
     from scalewise.posterior.guidance import PosteriorGuidanceConfig
     from scalewise.posterior.measurements import build_operator
     from scalewise.models.tokenizer import TokenizerConfig
     from scalewise.training.tokenizer import TrainTokenizerConfig
     from scalewise.training.transformer import TrainConfig, VariantConfig
     from scalewise.models.transformer import TransformerConfig
-    from stages.degrade import DegradeConfig
-    from stages.evaluate import EvaluateConfig, setting_plan
+    from scalewise.posterior.tasks import DegradeConfig
+    from scalewise.evaluation.plan import EvaluateConfig, setting_plan
     from stages.reconstruct import ReconstructConfig
 
     path = ROOT / "profiles/imagenet256-official.yaml"

@@ -1,4 +1,5 @@
-"""Posterior sampling: filters, the gradient path to the logits, guidance, clamping, per-sample norms."""
+"""Posterior sampling: filters, the gradient path to the logits, guidance, clamping, per-sample norms,
+and the scale loop it shares with plain generation (resampling included)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import torch
 
 from scalewise.core.images import to_unit
 from scalewise.posterior.filters import FrequencyAwareFilter, bandwidth, lowpass
-from scalewise.posterior.guidance import (
-    GradientGuidedSampler, MeasurementModel, PosteriorGuidanceConfig, _relax, clamp_plan, gumbel_noise,
-)
+from scalewise.posterior.clamp import clamp_plan
+from scalewise.posterior.guidance import GradientGuidedSampler, MeasurementModel, PosteriorGuidanceConfig
 from scalewise.posterior.measurements import build_operator
+from scalewise.posterior.relax import gumbel_noise, relaxed_tokens
 from scalewise.posterior.restoration import make_sampler, method_flags, restore, score
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
+from scalewise.sampling.generate import Resample, generate
 
 
 def test_bandwidth_reaches_full_band_at_the_measurement_nyquist_limit():
@@ -55,11 +57,11 @@ def test_relaxations_are_distributions_with_gradients():
     z = torch.randn(2, 3, 5, requires_grad=True)
     g = gumbel_noise(z.shape, torch.Generator().manual_seed(0), z.device)
     for kind in ("gumbel", "straight_through"):
-        p = _relax(z, kind, 0.7, g)
+        p = relaxed_tokens(z, kind, 0.7, g)
         assert torch.allclose(p.sum(-1), torch.ones(2, 3), atol=1e-5)
         (grad,) = torch.autograd.grad((p * torch.randn(5)).sum(), z)
         assert grad.abs().sum() > 0
-    hard = _relax(z, "straight_through", 1.0)
+    hard = relaxed_tokens(z, "straight_through", 1.0)
     assert torch.allclose(hard.detach(), torch.nn.functional.one_hot(z.argmax(-1), 5).float(), atol=1e-6)
 
 
@@ -187,3 +189,68 @@ def test_bad_input_is_named(setup):
                                                patch_nums=list(tok.patch_nums), num_classes=10))
     with pytest.raises(ValueError, match="does not match"):
         GradientGuidedSampler(other, tok, MeasurementModel(sr))
+
+
+def _tiny_model(tok, kind: str, masked: bool, seed: int = 1) -> ScaleTransformer:
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(depth=1, width=32, heads=2, vocab_size=tok.cfg.vocab_size, cvae=tok.cfg.cvae,
+                            patch_nums=list(tok.patch_nums), num_classes=10, mask_kind=kind, masked_objective=masked)
+    model = ScaleTransformer(cfg).eval()
+    with torch.no_grad():  # off the adaLN-zero init: every block and the refinement inputs matter
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@pytest.mark.parametrize("kind,resample", [("causal", "simple"), ("markov_prev", "masked")])
+def test_unguided_posterior_sampling_is_plain_generation(setup, kind, resample):
+    """One loop serves both: guidance off and no clamp, the sampler draws what generate() draws."""
+    _, tok, x = setup
+    model = _tiny_model(tok, kind, masked=resample == "masked")
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    labels = [0, 1, 2, 3, 4, 5]
+    cfg = PosteriorGuidanceConfig(cfg=2.0, top_k=20, temperature=0.9, resample=resample, resample_threshold=0.05,
+                                  resample_iters=2)
+    post = make_sampler(model, tok, op, cfg).sample(op(x), labels, guided=False, seed=4)
+    gen = generate(model, tok, labels, cfg=2.0, top_k=20, temperature=0.9, seed=4,
+                   resample=Resample(kind=resample, threshold=0.05, iters=2, min_scale=0))
+    assert sum(gen.resample_iters) > 0 and gen.resample_iters[0] > 0  # resampled, from scale 0 on
+    assert post.resample_iters == gen.resample_iters
+    assert all(torch.equal(a, b) for a, b in zip(post.tokens, gen.tokens))
+    assert torch.equal(post.images, gen.images)
+
+
+def test_posterior_masked_resampling_repredicts_every_scale(setup):
+    _, tok, x = setup
+    model = _tiny_model(tok, "markov", masked=True)
+    op = build_operator("box_inpaint", {"size": 8}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op(x)
+    common = dict(alpha=5.0, grad_steps=1, guide_from_scale=1)
+    off = make_sampler(model, tok, op, PosteriorGuidanceConfig(**common, resample="masked")).sample(y, seed=2)
+    cfg = PosteriorGuidanceConfig(**common, resample="masked", resample_threshold=1.0, resample_iters=2)
+    calls = []
+    reveal = model.reveal_embed
+    model.reveal_embed = lambda tokens, revealed: calls.append(tokens.shape[1]) or reveal(tokens, revealed)
+    try:
+        on = make_sampler(model, tok, op, cfg).sample(y, seed=2)
+    finally:
+        del model.reveal_embed
+    K = len(tok.patch_nums)
+    assert off.resample_iters == [0] * K
+    assert on.resample_iters == [2] * K  # threshold 1.0: every token of every scale, from scale 0 on
+    assert calls == [p * p for p in tok.patch_nums for _ in range(2)]  # re-predicted by the model
+    assert not all(torch.equal(a, b) for a, b in zip(on.tokens, off.tokens))
+    simple = make_sampler(model, tok, op, PosteriorGuidanceConfig(**common, resample="simple", resample_threshold=1.0,
+                                                                  resample_iters=2)).sample(y, seed=2)
+    assert not all(torch.equal(a, b) for a, b in zip(on.tokens, simple.tokens))
+    unmasked = _tiny_model(tok, "markov", masked=False)
+    with pytest.raises(ValueError, match="masked resampling needs a model trained with masked_objective"):
+        make_sampler(unmasked, tok, op, cfg)
+
+
+def test_bad_resample_setting_is_named():
+    for bad in ("none", "fancy"):
+        with pytest.raises(ValueError, match=f"resample={bad!r} is unknown"):
+            PosteriorGuidanceConfig(resample=bad)
+    with pytest.raises(ValueError, match="resample_threshold"):
+        PosteriorGuidanceConfig(resample_threshold=1.5, resample_iters=1)

@@ -101,6 +101,7 @@ def test_user_tasks_build_the_operator_that_explains_y():
     ["--task", "superres", "--factor", "4"],
     ["--task", "deblur", "--sigma", "1.5", "--kernel-size", "5"],
     ["--task", "outpaint", "--keep", "right", "--method", "clamp+guided"],
+    ["--task", "deblur", "--resample", "simple", "--resample-threshold", "0.5", "--resample-iters", "1"],
 ])
 def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path, task_args):
     args = [a if not a.endswith(".png") else str(files / a) for a in task_args]
@@ -127,6 +128,8 @@ def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path
     (["--image", "broken.png", "--task", "deblur"], "broken.png: not a readable image"),
     (["--image", "img.png", "--task", "deblur", "--mask", "mask.png"], "--mask only applies to --task inpaint"),
     (["--image", "img.png", "--task", "deblur", "--class-label", "7"], "--class-label 7 is out of range"),
+    (["--image", "img.png", "--task", "deblur", "--resample", "masked", "--resample-threshold", "0.5",
+      "--resample-iters", "1"], "masked_objective"),
 ])
 def test_restore_bad_input_is_a_clear_error(files, restore, args, message):
     args = [a if not a.endswith(".png") else str(files / a) for a in args]
@@ -144,15 +147,15 @@ def test_restore_refuses_a_checkpoint_of_another_kind(files, scalewise):
 def test_bench_restore_reports_every_method_against_the_prior(tmp_path, scalewise):
     out = scalewise("bench", "restore", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",
-                    "--tokenizer-ch", "8", "--masks", "markov", "--tasks", "box_inpaint,sr_x4",
+                    "--tokenizer-ch", "8", "--mask-kinds", "markov", "--tasks", "box_inpaint,sr_x4",
                     "--batch-sizes", "2", "--runs", "2", "--guide-from-scale", "1", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     records = json.loads((tmp_path / "r.json").read_text())
-    assert [(r["task"], r["mask"], r["batch_size"]) for r in records] == [("box_inpaint", "markov", 2),
+    assert [(r["task"], r["mask_kind"], r["batch_size"]) for r in records] == [("box_inpaint", "markov", 2),
                                                                            ("sr_x4", "markov", 2)]
     for r in records:
         assert set(r["sec_per_image"]) == {"prior", "clamp", "guided", "clamp+guided"}
         assert r["ratio_to_prior"]["prior"] == 1.0 and all(v > 0 for v in r["sec_per_image"].values())
     bad = scalewise("bench", "restore", "--depth", "1", "--image-size", "16", "--downsample", "4",
                     "--patch-nums", "1,2,4", "--tasks", "denoise", "--runs", "1")
-    assert bad.returncode == 2 and "unknown bench task 'denoise'" in bad.stderr
+    assert bad.returncode == 2 and "unknown task 'denoise'" in bad.stderr

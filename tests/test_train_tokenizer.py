@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from killrun import assert_same_run, killed_then_resumed
 from scalewise.core.config import ConfigError, from_dict
 from scalewise.models.tokenizer import TokenizerConfig
-from scalewise.core.config import to_dict
 from scalewise.training.resume import run_key
-from scalewise.training.tokenizer import TrainTokenizerConfig, lr_at, train_tokenizer
+from scalewise.training.schedule import lr_at
+from scalewise.training.tokenizer import TrainTokenizerConfig, train_tokenizer
 from swtest import TINY_MODEL, digits_u8
 
 
@@ -20,25 +21,14 @@ def tiny_cfg(**kw) -> TrainTokenizerConfig:
     return TrainTokenizerConfig(**base)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_killed_run_resumes_from_its_last_checkpoint_exactly(tmp_path):
     images, _ = digits_u8(16)
     images = images[:200]
     full = train_tokenizer(tiny_cfg(), images, "h", tmp_path / "a", progress=False)
-
-    def kill_at_step_6(step, row):
-        if step == 6:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_tokenizer(tiny_cfg(), images, "h", tmp_path / "b", on_log=kill_at_step_6, progress=False)
-    resumed = train_tokenizer(tiny_cfg(), images, "h", tmp_path / "b", progress=False)
-    assert resumed.resumed_from == 4
-    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs after resume"
+    resumed = killed_then_resumed(
+        lambda on_log: train_tokenizer(tiny_cfg(), images, "h", tmp_path / "b", on_log=on_log, progress=False), 6)
+    assert (resumed.resumed_from, resumed.steps_run) == (4, 8)
+    assert_same_run(full, resumed)
     assert [r["step"] for r in resumed.history] == list(range(1, 13))
 
 
@@ -47,7 +37,8 @@ def test_changed_config_or_data_starts_fresh(tmp_path):
     train_tokenizer(tiny_cfg(steps=4), images[:100], "h", tmp_path, progress=False)
     assert train_tokenizer(tiny_cfg(steps=4), images[:100], "h", tmp_path, progress=False).resumed_from == 4
     assert train_tokenizer(tiny_cfg(steps=4, lr=1e-3), images[:100], "h", tmp_path, progress=False).resumed_from == 0
-    assert run_key(to_dict(tiny_cfg()), "h") != run_key(to_dict(tiny_cfg()), "other-data")
+    key = tiny_cfg().key_settings()
+    assert run_key(key, "h") != run_key(key, "other-data")
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
@@ -76,7 +67,9 @@ def test_bad_params_name_the_parameter():
         from_dict(TrainTokenizerConfig, {"stepz": 3}, "params.yaml: train_tokenizer")
     with pytest.raises(ConfigError, match="train_tokenizer.model.*downsample"):
         from_dict(TrainTokenizerConfig, {"model": {"downsample": 8}}, "params.yaml: train_tokenizer")
-    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+    with pytest.raises(ConfigError, match="train_tokenizer.batch_size must be >= 1, got 0"):
         TrainTokenizerConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="train_tokenizer.steps must be an integer, got 2.5"):
+        TrainTokenizerConfig(steps=2.5)
     with pytest.raises(ConfigError, match="image_size=30 is not divisible"):
         train_tokenizer(tiny_cfg(), torch.zeros(4, 1, 30, 30, dtype=torch.uint8), "h", "unused", progress=False)

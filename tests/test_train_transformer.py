@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from killrun import assert_same_run, killed_then_resumed
 from scalewise.sampling.generate import generate
 from scalewise.core.images import to_uint8
+from scalewise.training.batches import encode_dataset, masked_batch
 from scalewise.training.transformer import (
-    ModelSettings, TrainConfig, VariantConfig, build_model_config, class_mean_proxy, encode_dataset,
-    masked_batch, train_transformer,
+    ModelSettings, TrainConfig, VariantConfig, build_model_config, class_mean_proxy, train_transformer,
 )
 
 
@@ -49,20 +50,10 @@ def test_transformer_training_resumes_exactly(coded, tmp_path):
     tok, _, labels, tokens, x = coded
     mcfg = build_model_config(cfg().model, VariantConfig("markov"), tok, 10)
     full = train_transformer(cfg(), mcfg, tokens, x, labels, "h", tmp_path / "a", progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 5:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_transformer(cfg(), mcfg, tokens, x, labels, "h", tmp_path / "b", on_log=kill, progress=False)
-    resumed = train_transformer(cfg(), mcfg, tokens, x, labels, "h", tmp_path / "b", progress=False)
+    resumed = killed_then_resumed(lambda on_log: train_transformer(
+        cfg(), mcfg, tokens, x, labels, "h", tmp_path / "b", on_log=on_log, progress=False), 5)
     assert resumed.resumed_from == 3
-    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    assert_same_run(full, resumed)
 
 
 def test_nan_loss_is_a_clear_error(coded, tmp_path):

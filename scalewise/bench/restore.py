@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
 
 import torch
 
 from scalewise.bench.sample import BenchModel, _sync, measured_peak
 from scalewise.posterior.guidance import METHODS, PosteriorGuidanceConfig
-from scalewise.posterior.measurements import build_operator
+from scalewise.posterior.tasks import standard_task, task_operator
 from scalewise.posterior.restoration import method_flags, make_sampler
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
-
-# bench task name -> (operator kind, settings); sizes relative to the image where they can be
-BENCH_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "box_inpaint": ("box_inpaint", {"size": 0.375}),
-    "random_inpaint": ("random_inpaint", {"ratio": 0.7}),
-    "outpaint": ("outpaint", {"keep": "left"}),
-    "sr_x2": ("superres", {"factor": 2}),
-    "sr_x4": ("superres", {"factor": 4}),
-    "deblur": ("gaussian_blur", {"kernel_size": 9, "sigma": 2.0}),
-}
-
 
 def random_models(spec: BenchModel, mask_kind: str, device: str, seed: int = 0) -> tuple[ScaleTransformer, Tokenizer]:
     """A random transformer + tokenizer of ``spec`` in eval mode on ``device``."""
@@ -43,15 +31,13 @@ def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batc
                   config: PosteriorGuidanceConfig, methods: tuple[str, ...] = METHODS, runs: int = 5,
                   warmup: int = 1, seed: int = 0) -> dict:
     """One record: ``{task, mask, batch_size, sec_per_image: {method: s}, ratio_to_prior: {method: x}, ...}``."""
-    if task not in BENCH_TASKS:
-        raise ValueError(f"unknown bench task {task!r}; allowed: {list(BENCH_TASKS)}")
+    spec = standard_task(task)
     for m in methods:
         method_flags(m)
     dev = next(model.parameters()).device
     size = tokenizer.cfg.downsample * tokenizer.patch_nums[-1]
     channels = tokenizer.cfg.in_channels
-    kind, settings = BENCH_TASKS[task]
-    op = build_operator(kind, settings, size, channels, num_images=batch, seed=seed)
+    op = task_operator(task, spec, size, channels, num_images=batch, seed=seed)
     x = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     y = op(x).to(dev)
     sampler = make_sampler(model, tokenizer, op.to(dev), config)
@@ -71,7 +57,7 @@ def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batc
         peaks[method] = measured_peak(lambda: sampler.sample(y, guided=guided, clamp=clamp, seed=seed), dev)
     base = sec.get("prior")
     return {
-        "task": task, "operator": kind, "mask": model.cfg.mask_kind, "batch_size": batch, "device": str(dev),
+        "task": task, "operator": spec["kind"], "mask_kind": model.cfg.mask_kind, "batch_size": batch, "device": str(dev),
         "threads": torch.get_num_threads(), "runs": runs, "image_size": size, "tokens": model.cfg.num_tokens,
         "grad_steps": config.grad_steps, "relax": config.relax,
         "sec_per_image": sec, "ms_per_image": {m: s * 1e3 for m, s in sec.items()},

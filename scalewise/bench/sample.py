@@ -220,7 +220,7 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
         per_scale = [statistics.median(col) * 1e3 for col in zip(*scale_times[combo])]
         transformer_s = sum(per_scale) / 1e3
         records.append({
-            "mask": kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
+            "mask_kind": kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
             "threads": torch.get_num_threads(), "runs": runs, "interleaved_with": len(combos), "compiled": compile,
             "images_per_s": batch / med, "ms_per_image": med * 1e3 / batch, "s_per_batch": med,
             "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times[combo]) * 1e3,
@@ -268,6 +268,6 @@ def bench_train(spec: BenchModel, mask_kind: str, batch: int, runs: int = 5, war
             times.append(time.perf_counter() - t0)
     peak = measured_peak(step, dev)
     med = statistics.median(times)
-    return {"mask": mask_kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
+    return {"mask_kind": mask_kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
             "threads": torch.get_num_threads(), "runs": runs, "s_per_step": med,
             "tokens_per_s": batch * L / med, "peak_memory_bytes": peak}

@@ -18,39 +18,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")
-
 
 def cmd_paper_table(args: argparse.Namespace) -> int:
-    import yaml
-
-    from scalewise.project.experiments import check_experiments, publish
-    from scalewise.evaluation.paper_tables import ALL_TABLES, check_names, select_markdown
-    from scalewise.project.tracking import git_commit, pipeline_run
+    from scalewise.evaluation.paper_tables import ALL_TABLES, check_names
+    from scalewise.project.entry import pipeline_tracked
+    from scalewise.project.env import venv_env
+    from scalewise.project.experiments import check_experiments
+    from scalewise.project.paper_table import collect_tables
+    from scalewise.project.params import load_params
 
     names = check_names(args.tables.split(","), ALL_TABLES) if args.tables else list(ALL_TABLES)  # fail early
-    params = (yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}) or {}
-    tracking = params.get("tracking", {}) or {}
+    params = load_params(missing_ok=True)
     experiments = check_experiments((params.get("paper_table") or {}).get("experiments"))
-    with pipeline_run("paper-table", enabled=bool(tracking.get("enabled", True)),
-                      experiment=str(tracking.get("experiment", "scalewise")),
-                      tags={"scalewise.command": "paper-table"}) as tracker:
+    with pipeline_tracked("paper-table", params, tags={"scalewise.command": "paper-table"}) as tracker:
         if not args.no_repro:
-            from scalewise.cli.main import venv_env
-
             rc = subprocess.call([sys.executable, "-m", "dvc", "repro", "report"], env=venv_env())
             if rc != 0:
                 print(f"error: dvc repro report failed (exit {rc})", file=sys.stderr)
                 return rc
-        md_path = Path(TABLE_FILES[0])
-        if not md_path.is_file():
-            raise FileNotFoundError(f"{md_path}: no tables yet (run without --no-repro)")
-        text = select_markdown(md_path.read_text(), names)
-        files = list(TABLE_FILES)
-        if experiments and "T6" in names:
-            written = publish(".", experiments, {"git commit": git_commit(".")}, run=not args.no_repro)
-            text += "\n" + select_markdown(written[0].read_text(), ["T6"]).split("\n", 2)[-1]
-            files += [str(p) for p in written]
+        text, files = collect_tables(".", names, experiments, run_experiments=not args.no_repro)
         for path in files:
             tracker.log_artifact(path, "paper_tables")
         if args.out:

@@ -14,9 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from scalewise.cli.args import add_model_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from scalewise.cli.main import add_model_args
     from scalewise.posterior.guidance import METHODS
     from scalewise.posterior.user_task import USER_TASKS
 
@@ -40,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grad-steps", type=int, default=1, help="gradient steps on each scale's logits")
     p.add_argument("--relax", default="gumbel", choices=["gumbel", "straight_through"])
     p.add_argument("--tau", type=float, default=1.0, help="relaxation temperature")
+    p.add_argument("--resample", default="simple", choices=["simple", "masked"],
+                   help="token resampling after each scale's draw (masked: needs masked_objective)")
+    p.add_argument("--resample-threshold", type=float, default=0.0,
+                   help="resample tokens below this probability (0 = off)")
+    p.add_argument("--resample-iters", type=int, default=0, help="resampling iterations per scale (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="restored.png", help="PNG: observation | restorations side by side")
     p.add_argument("--folder", default=None, help="also write one PNG per restoration here")
@@ -58,7 +64,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    model, tokenizer = load_models(args.model, args.tokenizer, args.official_vae, args.official_var, args.device)
+    model, tokenizer = load_models(args.model, args.tokenizer, args.official_tokenizer, args.official_var, args.device)
     prepare_for_inference(model, tokenizer, args.dtype, args.compile)
     size = tokenizer.cfg.downsample * tokenizer.patch_nums[-1]  # the model's image side (pixels)
     channels = tokenizer.cfg.in_channels
@@ -85,7 +91,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     y_N = y.repeat(n, 1, 1, 1).to(args.device)
     labels = None if args.class_label is None else torch.full((n,), args.class_label, dtype=torch.long)
     config = PosteriorGuidanceConfig(cfg=args.cfg, alpha=args.alpha, grad_steps=args.grad_steps, relax=args.relax,
-                                     tau=args.tau, guide_from_scale=args.guide_from_scale)
+                                     tau=args.tau, guide_from_scale=args.guide_from_scale, resample=args.resample,
+                                     resample_threshold=args.resample_threshold, resample_iters=args.resample_iters)
     with autocast(args.device, args.dtype):
         res = restore(model, tokenizer, op, y_N, args.method, config, labels, batch_size=n, seed=args.seed,
                       progress=True)

@@ -4,7 +4,7 @@ and LaTeX (pure functions: the ``report`` stage reads the files and writes the o
 - ``T1`` generation: VAR, SRDD, SRDD + simple / masked resampling, SRDD + MR + tuned CFG,
   distilled SRDD: FID, IS, KID, precision, recall, steps, img/s, peak memory.
 - ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep.
-- ``T4`` inverse problems: task x method x variant: PSNR, SSIM, FID, consistency, s/img.
+- ``T4`` inverse problems: task x method x model: PSNR, SSIM, FID, consistency, s/img.
 - ``T5`` efficiency: VAR vs SRDD vs distilled: img/s, attention-cache bytes, peak memory.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 
 TABLES = ("T1", "T2", "T3", "T4", "T5")  # written by the `report` stage
 ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
+TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # T1..T5
+TABLE_PLOTS = "reports/paper_tables"  # the sweep plots of T2 / T3
 
 # T1 rows: (label, model, setting)
 T1_ROWS = (
@@ -109,18 +111,18 @@ def t3_cfg_sweep(evaluate: dict, model: str = "srdd") -> Table:
 
 
 def t4_inverse(recon: dict) -> Table:
-    t = Table("T4", "Inverse problems", ["task", "method", "variant", "PSNR (dB)", "SSIM", "FID", "consistency", "s/img"])
+    t = Table("T4", "Inverse problems", ["task", "method", "model", "PSNR (dB)", "SSIM", "FID", "consistency", "s/img"])
     if not recon:
         raise MissingResult("metrics/evaluate_reconstruct.json is empty (run `dvc repro evaluate_reconstruct`)")
     tasks = sorted({task for v in recon.values() for task in v})
     for task in tasks:
         methods = list(dict.fromkeys(m for v in recon.values() for m in v.get(task, {})))
         for method in methods:
-            for variant in sorted(recon):
-                r = recon[variant].get(task, {}).get(method)
+            for model in sorted(recon):
+                r = recon[model].get(task, {}).get(method)
                 if r is None:
                     continue
-                t.rows.append([task, method, variant, r["psnr"], r["ssim"], r["fid"], r["consistency"],
+                t.rows.append([task, method, model, r["psnr"], r["ssim"], r["fid"], r["consistency"],
                                r["sec_per_image"]])
     return t
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from scalewise.core.config import ConfigError
+from scalewise.core.config import ConfigError, check_choice
 from scalewise.sampling.generate import CFG_SCHEDULES, RESAMPLE_KINDS, Resample, check_sampling_args
 
 SETTING_KEYS = ("cfg", "cfg_schedule", "top_k", "top_p", "temperature", "resample")
@@ -48,10 +48,8 @@ class SamplingSetting:
 
     def __post_init__(self) -> None:
         check_sampling_args(self.cfg, self.top_k, self.top_p, self.temperature)
-        if self.cfg_schedule not in CFG_SCHEDULES:
-            raise ConfigError(f"cfg_schedule={self.cfg_schedule!r} is unknown; allowed: {list(CFG_SCHEDULES)}")
-        if self.resample_kind not in RESAMPLE_KINDS:
-            raise ConfigError(f"resample.kind={self.resample_kind!r} is unknown; allowed: {list(RESAMPLE_KINDS)}")
+        check_choice("cfg_schedule", self.cfg_schedule, CFG_SCHEDULES)
+        check_choice("resample.kind", self.resample_kind, RESAMPLE_KINDS)
         self.resample()  # validates threshold / iters
 
     def resample(self) -> Resample:

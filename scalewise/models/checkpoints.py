@@ -9,6 +9,8 @@ import torch
 
 from scalewise.core.config import from_dict, to_dict
 from scalewise.core.io import load_torch, save_torch
+from scalewise.models.official import load_official_var
+from scalewise.models.state import load_state_checked
 from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
@@ -49,44 +51,17 @@ def load_transformer(path: str | os.PathLike, device: str | torch.device = "cpu"
     return model.to(device).eval()
 
 
-def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathLike,
-                       expected: str = "its config", error: type[ValueError] = ValueError,
-                       assign: bool = False) -> None:
-    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key raises ``error``.
-
-    The message names ``path``, what the file was checked against (``expected``) and the keys
-    (mis-shaped ones with both shapes). ``assign``: take the tensors as they are (a model built
-    on the ``meta`` device).
-    """
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    shape = [f"{k}: file {tuple(state[k].shape)} vs expected {tuple(ours[k].shape)}"
-             for k in sorted(set(ours) & set(state)) if ours[k].shape != state[k].shape]
-    if missing or unexpected or shape:
-        def listed(keys: list[str]) -> str:
-            return f"{keys[:10]}{' ...' if len(keys) > 10 else ''}"
-
-        raise error(f"{path}: does not match {expected}: missing {listed(missing)}, "
-                    f"unexpected {listed(unexpected)}, mis-shaped {listed(shape)}")
-    model.load_state_dict(state, assign=assign)
-
-
-# The official VAR release files (re-exported here: every model-file loader lives in this module).
-from scalewise.models.official import OfficialModels, load_official_var, save_official_var  # noqa: E402,F401
-
-
 def load_models(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
-                official_vae: str | os.PathLike | None = None, official_var: str | os.PathLike | None = None,
+                official_tokenizer: str | os.PathLike | None = None, official_var: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu") -> tuple[ScaleTransformer, Tokenizer]:
     """The (transformer, tokenizer) to sample or restore with, in eval mode.
 
-    Either the official release files (``official_vae`` and ``official_var``, both) or our own
-    checkpoints (``model`` and ``tokenizer``).
+    Either the official release files (``official_tokenizer``, the release's VQVAE file, and
+    ``official_var``, both) or our own checkpoints (``model`` and ``tokenizer``).
     """
-    if (official_vae is None) != (official_var is None):
-        raise ValueError("give both --official-vae and --official-var (the release's VQVAE and VAR files)")
-    if official_vae is not None:
-        release = load_official_var(official_vae, official_var, device)
+    if (official_tokenizer is None) != (official_var is None):
+        raise ValueError("give both --official-tokenizer and --official-var (the release's VQVAE and VAR files)")
+    if official_tokenizer is not None:
+        release = load_official_var(official_tokenizer, official_var, device)
         return release.transformer, release.tokenizer.channels_last_()
     return load_transformer(model, device), load_tokenizer(tokenizer, device)

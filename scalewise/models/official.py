@@ -30,6 +30,7 @@ import torch
 from scalewise.core.config import ConfigError
 from scalewise.core.io import load_torch, save_torch
 from scalewise.models.masks import attn_bias, scale_ids
+from scalewise.models.state import load_state_checked
 from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 
@@ -181,7 +182,6 @@ def _derived_var_buffers(cfg: TransformerConfig) -> dict[str, torch.Tensor]:
 
 
 def _load_checked(model: torch.nn.Module, state: dict, path, what: str) -> None:
-    from scalewise.models.checkpoints import load_state_checked  # here: checkpoints re-exports this module
 
     load_state_checked(model, state, path, f"the {what} architecture read from its own tensors",
                        OfficialCheckpointError, assign=True)

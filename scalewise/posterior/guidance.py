@@ -1,7 +1,7 @@
 """Gradient-guided posterior sampling through the scales, and the zero-shot clamp baseline.
 
 At every scale k the sampler computes the (CFG-combined) logits of scale k, relaxes them to
-soft tokens (Gumbel-softmax or straight-through), decodes the coarse estimate
+soft tokens (Gumbel-softmax or straight-through, :mod:`.relax`), decodes the coarse estimate
 ``x_hat_k = D(f_hat_{<k} + phi(up(soft_k)))`` from the already-sampled coarser scales plus
 the soft current scale, measures the filtered residual ``F_k(A(x_hat_k) - y)``, and moves the
 logits (only the logits: the transformer is not differentiated) down the gradient of that
@@ -9,33 +9,43 @@ loss, ``grad_steps`` times. Then it samples scale k's tokens from the updated lo
 on, as in unguided sampling. With ``dps_norm`` the step is divided by each sample's own
 residual norm (DPS, Chung et al. 2023): the update is ``alpha_k * grad ||r_b||``.
 
-``clamp`` (VAR-style zero-shot editing) teacher-forces, at every scale, the tokens of the
-encoded observation where they are known: for masks, tokens whose footprint is observed
-(``clamp_known`` fraction or more); for super-resolution and deblurring, every token of the
-scales below the measurement's Nyquist limit. ``clamp`` and guidance combine
+``clamp`` (VAR-style zero-shot editing, :mod:`.clamp`) teacher-forces, at every scale, the
+tokens of the encoded observation where they are known. ``clamp`` and guidance combine
 (``clamp+guided``).
+
+The scales run through the sampling loop of plain generation
+(:func:`scalewise.sampling.loop.run_scales`): guidance is its ``on_logits`` hook, clamping its
+``on_tokens`` hook, and token resampling (``resample``: simple or masked, from scale 0 on) is
+the loop's own. Masked resampling re-predicts low-probability tokens with the model alone
+(the guidance tilts each scale's first prediction), and clamped tokens override resampled
+ones. Per scale, random numbers are drawn in this order: the Gumbel noise of the guidance
+(guided scales only), the draw, the resampling.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from scalewise.core.config import check_choice
+from scalewise.models.tokenizer import Tokenizer
+from scalewise.models.transformer import ScaleTransformer
+from scalewise.posterior.clamp import clamp_plan, clamp_tokens
 from scalewise.posterior.filters import FrequencyAwareFilter
 from scalewise.posterior.measurements import Operator
-from scalewise.sampling.generate import (
-    CFG_SCHEDULES, ScaleRunner, advance_scale, cfg_scale, check_sampling_args, draw, filter_logits, simple_resample,
-)
-from scalewise.models.tokenizer import Tokenizer, area_down
-from scalewise.models.transformer import ScaleTransformer
+from scalewise.posterior.relax import RELAXATIONS, gumbel_noise, relaxed_tokens
+from scalewise.sampling.logits import CFG_SCHEDULES, check_sampling_args
+from scalewise.sampling.loop import ScaleHooks, ScaleSettings, run_scales
+from scalewise.sampling.resample import RESAMPLE_KINDS, Resample
+from scalewise.sampling.runner import check_pair
 
 ALPHA_SCHEDULES = ("constant", "increasing", "decreasing")
-RELAXATIONS = ("gumbel", "straight_through")
 GRAD_WRT = ("probs", "logits")
 METHODS = ("prior", "clamp", "guided", "clamp+guided")
+POSTERIOR_RESAMPLE = tuple(k for k in RESAMPLE_KINDS if k != "none")
 
 
 @dataclass
@@ -59,25 +69,35 @@ class PosteriorGuidanceConfig:
     top_k: int = 0
     top_p: float = 0.0
     temperature: float = 1.0
-    resample_threshold: float = 0.0  # simple resampling of tokens below this probability (0 = off)
-    resample_iters: int = 0
+    resample: str = "simple"  # simple | masked (needs a model trained with masked_objective)
+    resample_threshold: float = 0.0  # resample tokens below this probability, from scale 0 on (0 = off)
+    resample_iters: int = 0  # 0 = off
     clamp_known: float = 0.5  # clamp: a token is known when this fraction of its footprint is observed
     track_loss: bool = False  # also measure each scale's loss after its update (one more decode per scale)
 
     def __post_init__(self) -> None:
         check_sampling_args(self.cfg, self.top_k, self.top_p, self.temperature)
-        if self.cfg_schedule not in CFG_SCHEDULES:
-            raise ValueError(f"cfg_schedule={self.cfg_schedule!r} is unknown; allowed: {list(CFG_SCHEDULES)}")
-        if self.alpha_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(f"alpha_schedule={self.alpha_schedule!r} is unknown; allowed: {list(ALPHA_SCHEDULES)}")
-        if self.relax not in RELAXATIONS:
-            raise ValueError(f"relax={self.relax!r} is unknown; allowed: {list(RELAXATIONS)}")
-        if self.grad_wrt not in GRAD_WRT:
-            raise ValueError(f"grad_wrt={self.grad_wrt!r} is unknown; allowed: {list(GRAD_WRT)}")
+        for name, allowed in (("cfg_schedule", CFG_SCHEDULES), ("alpha_schedule", ALPHA_SCHEDULES),
+                              ("relax", RELAXATIONS), ("grad_wrt", GRAD_WRT), ("resample", POSTERIOR_RESAMPLE)):
+            check_choice(name, getattr(self, name), allowed)
         if self.alpha < 0 or self.grad_steps < 0 or self.grad_clip < 0 or self.tau <= 0:
             raise ValueError("alpha, grad_steps and grad_clip must be >= 0 and tau > 0")
         if not 0.0 < self.clamp_known <= 1.0:
             raise ValueError(f"clamp_known must lie in (0, 1], got {self.clamp_known}")
+        if not 0.0 <= self.resample_threshold <= 1.0 or self.resample_iters < 0:
+            raise ValueError(f"resample_threshold must lie in [0, 1] and resample_iters be >= 0, "
+                             f"got {self.resample_threshold} and {self.resample_iters}")
+
+    def resampling(self) -> Resample:
+        """The loop's token resampling: off when ``resample_threshold`` or ``resample_iters`` is 0."""
+        on = self.resample_threshold > 0 and self.resample_iters > 0
+        return Resample(kind=self.resample if on else "none", threshold=self.resample_threshold,
+                        iters=self.resample_iters, min_scale=0)
+
+    def sampling(self, conditional: bool) -> ScaleSettings:
+        """The loop's settings; CFG only with class labels (``conditional``)."""
+        return ScaleSettings(self.cfg if conditional else 0.0, self.cfg_schedule, self.top_k, self.top_p,
+                             self.temperature, self.resampling())
 
     def alpha_at(self, si: int, num_scales: int) -> float:
         """Gradient scale of scale ``si``: constant, rising to ``alpha`` or falling from it."""
@@ -127,66 +147,7 @@ class PosteriorSample:
     tokens: list[torch.Tensor]  # K index maps (B, p_k, p_k)
     loss_by_scale: list[torch.Tensor]  # guidance loss per scale before/after the update: (2, B)
     seconds: float = 0.0
-
-
-def fill_unknown(y_BCHW: torch.Tensor, mask_B1HW: torch.Tensor, passes: int = 6) -> torch.Tensor:
-    """Fill unobserved pixels by normalised convolution (growing 3x3 averages of known pixels)."""
-    x, m = y_BCHW * mask_B1HW, mask_B1HW.expand_as(y_BCHW).float()
-    C = x.shape[1]
-    k = torch.ones(C, 1, 3, 3, dtype=x.dtype, device=x.device)
-    filled_x, filled_m = x, m
-    for _ in range(passes):
-        num = F.conv2d(filled_x, k, padding=1, groups=C)
-        den = F.conv2d(filled_m, k, padding=1, groups=C)
-        est = num / den.clamp_min(1e-6)
-        new_m = (den > 0).float()
-        filled_x = torch.where(filled_m > 0, filled_x, est * new_m)
-        filled_m = torch.maximum(filled_m, new_m)
-    return torch.where(filled_m > 0, filled_x, torch.zeros_like(filled_x))
-
-
-@torch.no_grad()
-def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor,
-               known_fraction: float = 0.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per scale: (tokens (B, p*p), known (B, p*p) bool) from encoding the observation."""
-    mask = operator.known_mask()
-    obs = operator.pinv(y)
-    if mask is not None:
-        obs = fill_unknown(obs, mask.to(obs))
-    idx_maps = tokenizer.encode(obs.clamp(-1, 1))
-    pn = tokenizer.patch_nums
-    plan = []
-    for si, p in enumerate(pn):
-        tokens = idx_maps[si].flatten(1)
-        if mask is not None:
-            frac = area_down(mask.to(obs).expand(obs.shape[0], 1, -1, -1), p).flatten(1)
-            known = frac >= known_fraction - 1e-6
-        else:
-            full = p / pn[-1] <= operator.band + 1e-6
-            known = torch.full_like(tokens, full, dtype=torch.bool)
-        plan.append((tokens, known))
-    return plan
-
-
-def gumbel_noise(shape: torch.Size, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Standard Gumbel noise ``-log(-log u)`` of ``shape``, seeded."""
-    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-10, 1 - 1e-10)
-    return -(-u.log()).log()
-
-
-def _relax(z_BlV: torch.Tensor, kind: str, tau: float, noise_BlV: torch.Tensor | None = None) -> torch.Tensor:
-    """Differentiable token distribution (B, l, V) from logits.
-
-    ``gumbel``: ``softmax((z + g) / tau)`` with fixed Gumbel noise ``g`` (one draw per scale,
-    so successive gradient steps descend one objective). ``straight_through``: the one-hot
-    argmax forward, ``softmax(z / tau)``'s gradient backward.
-    """
-    if kind == "gumbel":
-        g = noise_BlV if noise_BlV is not None else torch.zeros_like(z_BlV)
-        return ((z_BlV + g) / tau).softmax(-1)
-    soft = (z_BlV / tau).softmax(-1)
-    hard = F.one_hot(z_BlV.argmax(-1), z_BlV.shape[-1]).to(soft.dtype)
-    return hard + soft - soft.detach()
+    resample_iters: list[int] = field(default_factory=list)  # resampling iterations run per scale
 
 
 class GradientGuidedSampler:
@@ -198,13 +159,11 @@ class GradientGuidedSampler:
 
     def __init__(self, model: ScaleTransformer, tokenizer: Tokenizer, measurement: MeasurementModel,
                  config: PosteriorGuidanceConfig | None = None):
-        ours = (list(model.cfg.patch_nums), model.cfg.vocab_size, model.cfg.cvae)
-        theirs = (list(tokenizer.patch_nums), tokenizer.cfg.vocab_size, tokenizer.cfg.cvae)
-        if ours != theirs:
-            raise ValueError(f"transformer (patch_nums, V, Cvae) = {ours} does not match the tokenizer's {theirs}")
+        check_pair(model, tokenizer)
+        self.config = config or PosteriorGuidanceConfig()
+        self.config.resampling().check_model(model)
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
         self.measurement = measurement
-        self.config = config or PosteriorGuidanceConfig()
 
     def sample(self, y: torch.Tensor, labels: torch.Tensor | list[int] | None = None, guided: bool = True,
                clamp: bool = False, seed: int = 0) -> PosteriorSample:
@@ -214,59 +173,28 @@ class GradientGuidedSampler:
             labels: class indices (B,), or None for unconditional sampling (null class, no CFG).
             guided: apply the gradient guidance (False = the prior, or clamp alone).
             clamp: teacher-force the observation's known tokens (zero-shot baseline).
+        Returns: a :class:`PosteriorSample` (images in [-1, 1], (B, C, H, W)).
         """
-        model, tok, cfg = self.model, self.tokenizer, self.config
+        model, cfg = self.model, self.config
         op = self.measurement.operator
         op.check_y(y)
         device = next(model.parameters()).device
-        B, K, pn = y.shape[0], len(model.cfg.patch_nums), model.cfg.patch_nums
+        B, K = y.shape[0], len(model.cfg.patch_nums)
         if guided and cfg.grad_steps > 0 and cfg.alpha > 0 and cfg.guide_from_scale >= K:
             raise ValueError(f"guide_from_scale={cfg.guide_from_scale} but the model has {K} scales (0..{K - 1}): "
                              "nothing would be guided; lower guide_from_scale")
         if labels is None:
             labels_B = torch.full((B,), model.num_classes, dtype=torch.long, device=device)
-            use_cfg = False
         else:
             labels_B = torch.as_tensor(labels, dtype=torch.long, device=device).flatten()
             if labels_B.numel() != B:
                 raise ValueError(f"got {labels_B.numel()} labels for {B} measurements")
-            use_cfg = cfg.cfg > 0
         gen = torch.Generator(device=device).manual_seed(seed)
-        plan = clamp_plan(tok, op, y, cfg.clamp_known) if clamp else None
+        plan = clamp_plan(self.tokenizer, op, y, cfg.clamp_known) if clamp else None
+        hooks = _GuidanceHooks(self, y, guided, plan, gen)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            all_labels = torch.cat((labels_B, torch.full_like(labels_B, model.num_classes))) if use_cfg else labels_B
-            cond_BD = model.cond(all_labels)
-            runner = ScaleRunner(model, cond_BD)
-            H = pn[-1]
-            f_hat = cond_BD.new_zeros(B, tok.cfg.cvae, H, H)
-            h = model.embed_inputs(cond_BD, None, model.scale_slices()[0])
-        tokens_out, losses = [], []
-        for si, p in enumerate(pn):
-            with torch.no_grad():
-                t = cfg_scale(cfg.cfg, si, K, cfg.cfg_schedule)
-                h_in = h + model.mask_embed if model.cfg.masked_objective else h
-                logits = runner.logits(h_in, si, t if use_cfg else None)  # (B, n, V)
-            alpha = cfg.alpha_at(si, K) if guided else 0.0
-            if alpha > 0 and cfg.grad_steps > 0:
-                logits, loss_pair = self._guide(logits, f_hat, y, si, p, alpha, gen,
-                                                None if plan is None else plan[si])
-                losses.append(loss_pair)
-            with torch.no_grad():
-                probs = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-                tokens = draw(probs, gen)
-                if cfg.resample_threshold > 0 and cfg.resample_iters > 0:
-                    tokens, _ = simple_resample(probs, tokens, cfg.resample_threshold, cfg.resample_iters, gen)
-                if plan is not None:
-                    known_tokens, known = plan[si]
-                    tokens = torch.where(known, known_tokens, tokens)
-                runner.finish_scale(si)
-                idx_Bhw = tokens.view(B, p, p)
-                tokens_out.append(idx_Bhw)
-                f_hat, h = advance_scale(model, tok, cond_BD, si, f_hat, idx_Bhw, use_cfg)
-        with torch.no_grad():
-            images = tok.f_to_img(f_hat)
-        return PosteriorSample(images, tokens_out, losses, time.perf_counter() - t0)
+        out = run_scales(model, self.tokenizer, labels_B, cfg.sampling(labels is not None), gen, hooks)
+        return PosteriorSample(out.images, out.tokens, hooks.losses, time.perf_counter() - t0, out.resample_iters)
 
     def _guide(self, logits_BlV: torch.Tensor, f_hat_prev: torch.Tensor, y: torch.Tensor, si: int, p: int,
                alpha: float, gen: torch.Generator, clamped: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -288,10 +216,10 @@ class GradientGuidedSampler:
         for step in range(steps):
             with torch.enable_grad():
                 if cfg.grad_wrt == "probs":  # differentiate w.r.t. the token distribution itself
-                    probs = wrt = _relax(z, cfg.relax, cfg.tau, noise).detach().requires_grad_(True)
+                    probs = wrt = relaxed_tokens(z, cfg.relax, cfg.tau, noise).detach().requires_grad_(True)
                 else:  # through the relaxation's softmax (vanishes where the model is confident)
                     z.requires_grad_(True)
-                    probs, wrt = _relax(z, cfg.relax, cfg.tau, noise), z
+                    probs, wrt = relaxed_tokens(z, cfg.relax, cfg.tau, noise), z
                 if fixed is not None:
                     probs = torch.where(fixed[0], fixed[1], probs)
                 f_k = tok.quantize.add_scale(f_hat_prev, si, tok.quantize.soft_embed(probs, p))
@@ -313,3 +241,26 @@ class GradientGuidedSampler:
         if last is None:
             last = torch.full_like(first, float("nan"))
         return z.detach(), torch.stack((first, last))
+
+
+class _GuidanceHooks(ScaleHooks):
+    """One batch's guidance (``on_logits``) and clamping (``on_tokens``) in the scale loop."""
+
+    def __init__(self, sampler: GradientGuidedSampler, y: torch.Tensor, guided: bool,
+                 plan: list[tuple[torch.Tensor, torch.Tensor]] | None, generator: torch.Generator):
+        self.sampler, self.y, self.guided, self.plan, self.generator = sampler, y, guided, plan, generator
+        self.num_scales = len(sampler.model.cfg.patch_nums)
+        self.losses: list[torch.Tensor] = []  # (2, B) per guided scale
+
+    def on_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
+        cfg = self.sampler.config
+        alpha = cfg.alpha_at(si, self.num_scales) if self.guided else 0.0
+        if alpha <= 0 or cfg.grad_steps == 0:
+            return logits_BlV
+        logits_BlV, loss_pair = self.sampler._guide(logits_BlV, f_hat_BChw, self.y, si, p, alpha, self.generator,
+                                                    None if self.plan is None else self.plan[si])
+        self.losses.append(loss_pair)
+        return logits_BlV
+
+    def on_tokens(self, si: int, tokens_Bl: torch.Tensor) -> torch.Tensor:
+        return tokens_Bl if self.plan is None else clamp_tokens(tokens_Bl, self.plan[si])

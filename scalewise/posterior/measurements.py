@@ -3,7 +3,7 @@
 Images ``x_BCHW`` are float32 in [-1, 1], square (``image_size``). Every operator is linear in
 ``x`` and differentiable; its exact adjoint ``A^T`` comes from autograd (``torch.func.vjp``).
 
-Kinds (``TASK_KINDS``, built from JSON-like settings by :func:`build_operator`):
+Kinds (``OPERATOR_KINDS``, settings checked in :mod:`scalewise.posterior.operator_settings`, built from JSON-like settings by :func:`build_operator`):
 
 - ``identity``: ``y = x``.
 - ``random_inpaint``: ``ratio`` (fraction of pixels MISSING) or ``ratio_range: [lo, hi]`` (each
@@ -18,7 +18,7 @@ Kinds (``TASK_KINDS``, built from JSON-like settings by :func:`build_operator`):
   (average pooling, default) or ``"bicubic"`` (antialiased bicubic); ``y`` is (B, C, H/f, W/f).
 
 User-supplied masks (:func:`mask_operator`) have the extra kind ``"mask"`` (in
-``OPERATOR_KINDS``, not in ``TASK_KINDS``: it cannot be built from settings alone).
+``ANY_OPERATOR_KINDS``, not in ``OPERATOR_KINDS``: it cannot be built from settings alone).
 
 Mask-type operators (``random_inpaint``, ``box_inpaint``, ``outpaint``, ``mask``) compute
 ``y = x * mask`` (1 = observed) at full size: unobserved pixels of ``y`` are 0. Their masks are
@@ -28,194 +28,14 @@ exactly N images (use :meth:`Operator.select` for a subset).
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-TASK_KINDS = ("identity", "random_inpaint", "box_inpaint", "outpaint", "gaussian_blur", "superres")
-OPERATOR_KINDS = TASK_KINDS + ("mask",)
-MASK_KINDS = ("random_inpaint", "box_inpaint", "outpaint", "mask")
-OUTPAINT_KEEPS = ("center", "left", "right", "top", "bottom")
-BOX_POSITIONS = ("center", "random")
-SUPERRES_MODES = ("area", "bicubic")
-
-_ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
-    "identity": (),
-    "random_inpaint": ("ratio", "ratio_range"),
-    "box_inpaint": ("size", "position"),
-    "outpaint": ("keep", "fraction"),
-    "gaussian_blur": ("kernel_size", "sigma", "downsample"),
-    "superres": ("factor", "mode"),
-    "mask": (),
-}
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _check_kind(kind: str, allowed: Sequence[str] = TASK_KINDS) -> str:
-    if kind not in allowed:
-        raise ValueError(f"unknown operator kind {kind!r}; allowed: {list(allowed)}")
-    return kind
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)
-
-
-def _is_int(v: Any) -> bool:
-    return _is_number(v) and float(v) == int(v)
-
-
-def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
-    if not _is_int(v) or int(v) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _fraction(name: str, v: Any, lo: float = 0.0, hi: float = 1.0) -> float:
-    if not _is_number(v) or not lo <= float(v) <= hi:
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
-    return float(v)
-
-
-def _normalise_settings(kind: str, settings: dict[str, Any] | None, image_size: int) -> dict[str, Any]:
-    """Validated settings of ``kind`` with defaults filled in (JSON-serialisable)."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(_ALLOWED_KEYS[kind]))
-    if unknown:
-        raise ValueError(f"{kind}: unknown setting(s) {unknown}; allowed: {list(_ALLOWED_KEYS[kind])}")
-    s = image_size
-    if kind == "random_inpaint":
-        if ("ratio" in settings) == ("ratio_range" in settings):
-            raise ValueError("random_inpaint needs exactly one of 'ratio' (fraction of pixels missing, e.g. 0.7) "
-                             "or 'ratio_range' ([lo, hi])")
-        if "ratio" in settings:
-            return {"ratio": _fraction("random_inpaint ratio", settings["ratio"])}
-        rr = settings["ratio_range"]
-        if not isinstance(rr, (list, tuple)) or len(rr) != 2:
-            raise ValueError(f"random_inpaint ratio_range must be [lo, hi], got {rr!r}")
-        lo, hi = (_fraction("random_inpaint ratio_range", v) for v in rr)
-        if lo > hi:
-            raise ValueError(f"random_inpaint ratio_range must have lo <= hi, got {list(rr)}")
-        return {"ratio_range": [lo, hi]}
-    if kind == "box_inpaint":
-        if "size" not in settings:
-            raise ValueError("box_inpaint needs 'size' (box side in pixels, or a fraction in (0, 1) of the image side)")
-        size = settings["size"]
-        if _is_number(size) and 0 < float(size) < 1:
-            size = float(size)
-        elif _is_int(size) and 1 <= int(size) <= s:
-            size = int(size)
-        else:
-            raise ValueError(f"box_inpaint size must be an integer in [1, {s}] (pixels) or a fraction in (0, 1) "
-                             f"of the image side, got {size!r}")
-        position = settings.get("position", "center")
-        if position not in BOX_POSITIONS:
-            raise ValueError(f"box_inpaint position must be one of {list(BOX_POSITIONS)}, got {position!r}")
-        return {"size": size, "position": position}
-    if kind == "outpaint":
-        keep = settings.get("keep", "center")
-        if keep not in OUTPAINT_KEEPS:
-            raise ValueError(f"outpaint keep must be one of {list(OUTPAINT_KEEPS)}, got {keep!r}")
-        if keep != "center":
-            if "fraction" in settings:
-                raise ValueError(f"outpaint fraction only applies to keep='center' (keep={keep!r} keeps a half)")
-            return {"keep": keep}
-        fraction = settings.get("fraction", 0.5)
-        if not _is_number(fraction) or not 0 < float(fraction) <= 1:
-            raise ValueError(f"outpaint fraction must be a number in (0, 1], got {fraction!r}")
-        return {"keep": keep, "fraction": float(fraction)}
-    if kind == "gaussian_blur":
-        for key in ("kernel_size", "sigma"):
-            if key not in settings:
-                raise ValueError(f"gaussian_blur needs '{key}' (settings: kernel_size odd int, sigma > 0 pixels, "
-                                 "optional downsample int >= 1)")
-        k = _positive_int("gaussian_blur kernel_size", settings["kernel_size"])
-        if k % 2 == 0:
-            raise ValueError(f"gaussian_blur kernel_size must be odd, got {k}")
-        if k // 2 >= s:
-            raise ValueError(f"gaussian_blur kernel_size {k} is too large for image size {s} "
-                             f"(reflect padding needs kernel_size <= {2 * s - 1})")
-        sigma = settings["sigma"]
-        if not _is_number(sigma) or not float(sigma) > 0 or not math.isfinite(float(sigma)):
-            raise ValueError(f"gaussian_blur sigma must be a finite number > 0 (pixels), got {sigma!r}")
-        d = _positive_int("gaussian_blur downsample", settings.get("downsample", 1))
-        if s % d:
-            raise ValueError(f"gaussian_blur downsample {d} must divide image size {s}")
-        return {"kernel_size": k, "sigma": float(sigma), "downsample": d}
-    if kind == "superres":
-        if "factor" not in settings:
-            raise ValueError("superres needs 'factor' (integer >= 2 dividing the image size, e.g. 2 or 4)")
-        f = _positive_int("superres factor", settings["factor"], minimum=2)
-        if s % f:
-            raise ValueError(f"superres factor {f} does not divide image size {s}; pick a factor dividing {s}")
-        mode = settings.get("mode", "area")
-        if mode not in SUPERRES_MODES:
-            raise ValueError(f"superres mode must be one of {list(SUPERRES_MODES)}, got {mode!r}")
-        return {"factor": f, "mode": mode}
-    return settings  # identity, mask: no settings
-
-
-# ----------------------------------------------------------------------------- data builders
-
-
-def _random_masks(ratios: list[float], size: int, gen: torch.Generator) -> torch.Tensor:
-    """(N, 1, H, W) float32 masks, 1 = observed, exactly ``round(ratio * H * W)`` pixels missing each."""
-    masks = torch.ones(len(ratios), size * size)
-    for i, r in enumerate(ratios):
-        missing = torch.randperm(size * size, generator=gen)[: round(r * size * size)]
-        masks[i, missing] = 0.0
-    return masks.view(-1, 1, size, size)
-
-
-def _build_mask(kind: str, st: dict[str, Any], size: int, num_images: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    if kind == "random_inpaint":
-        if "ratio" in st:
-            ratios = [st["ratio"]] * num_images
-        else:
-            lo, hi = st["ratio_range"]
-            ratios = (lo + (hi - lo) * torch.rand(num_images, generator=gen, dtype=torch.float64)).tolist()
-        return _random_masks(ratios, size, gen)
-    if kind == "box_inpaint":
-        side = st["size"] if isinstance(st["size"], int) else max(1, round(st["size"] * size))
-        if st["position"] == "center":
-            tops = lefts = [(size - side) // 2]
-        else:
-            corners = torch.randint(0, size - side + 1, (num_images, 2), generator=gen)
-            tops, lefts = corners[:, 0].tolist(), corners[:, 1].tolist()
-        mask = torch.ones(len(tops), 1, size, size)
-        for i, (t, l) in enumerate(zip(tops, lefts)):
-            mask[i, :, t:t + side, l:l + side] = 0.0
-        return mask
-    # outpaint
-    mask = torch.zeros(1, 1, size, size)
-    keep, half = st["keep"], size // 2
-    if keep == "center":
-        side = max(1, round(st["fraction"] * size))
-        a = (size - side) // 2
-        mask[..., a:a + side, a:a + side] = 1.0
-    elif keep == "left":
-        mask[..., :, :half] = 1.0
-    elif keep == "right":
-        mask[..., :, half:] = 1.0
-    elif keep == "top":
-        mask[..., :half, :] = 1.0
-    else:
-        mask[..., half:, :] = 1.0
-    return mask
-
-
-def gaussian_kernel(kernel_size: int, sigma: float) -> torch.Tensor:
-    """Normalised 2-D Gaussian kernel (k, k), float32, summing to 1."""
-    t = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
-    g = torch.exp(-(t**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g).float()
+from scalewise.posterior.operator_settings import (  # noqa: F401  (OPERATOR_KINDS: re-exported)
+    ANY_OPERATOR_KINDS, MASKING_KINDS, OPERATOR_KINDS, _build_mask, _check_kind, _is_int, _is_number, _normalise_settings, _positive_int, gaussian_kernel,
+)
 
 
 # ----------------------------------------------------------------------------- operator
@@ -227,7 +47,7 @@ class Operator:
     Build one with :func:`build_operator`, :func:`mask_operator` or :meth:`from_state_dict`.
 
     Attributes:
-        kind: one of ``OPERATOR_KINDS``.
+        kind: one of ``ANY_OPERATOR_KINDS``.
         settings: the validated, JSON-serialisable settings (defaults filled in).
         image_size, channels: the image shape it measures.
         band: fraction (0, 1] of the full frequency band the measurement keeps: 1 for identity and
@@ -237,14 +57,14 @@ class Operator:
 
     def __init__(self, kind: str, settings: dict[str, Any], image_size: int, channels: int,
                  tensors: dict[str, torch.Tensor] | None = None):
-        _check_kind(kind, OPERATOR_KINDS)
+        _check_kind(kind, ANY_OPERATOR_KINDS)
         self.kind = kind
         self.image_size = _positive_int("image_size", image_size)
         self.channels = _positive_int("channels", channels)
         self.settings = _normalise_settings(kind, settings, self.image_size)
         self.tensors = {k: v.detach().clone() for k, v in (tensors or {}).items()}
         s = self.image_size
-        need = {"mask": (1, s, s)} if kind in MASK_KINDS else {"kernel": None} if kind == "gaussian_blur" else {}
+        need = {"mask": (1, s, s)} if kind in MASKING_KINDS else {"kernel": None} if kind == "gaussian_blur" else {}
         if sorted(self.tensors) != sorted(need):
             raise ValueError(f"{kind} operator needs tensors {sorted(need)}, got {sorted(self.tensors)}")
         if "mask" in need:
@@ -322,7 +142,7 @@ class Operator:
 
     def _apply(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         kind, st = self.kind, self.settings
-        if kind in MASK_KINDS:
+        if kind in MASKING_KINDS:
             return x_BCHW * self._mask_like(x_BCHW)
         if kind == "gaussian_blur":
             k = st["kernel_size"]
@@ -352,7 +172,7 @@ class Operator:
             raise ValueError(f"sigma_y must be a number >= 0, got {sigma_y!r}")
         y = self(x_BCHW)
         noise = torch.randn(y.shape, generator=generator, device=generator.device, dtype=y.dtype).to(y.device)
-        if self.kind in MASK_KINDS:
+        if self.kind in MASKING_KINDS:
             noise = noise * self._mask_like(noise)
         return y + sigma_y * noise
 
@@ -372,7 +192,7 @@ class Operator:
         """
         self.check_y(y)
         size = (self.image_size, self.image_size)
-        if self.kind in MASK_KINDS:
+        if self.kind in MASKING_KINDS:
             return y * self._mask_like(y)
         if self.kind == "superres":
             if self.settings["mode"] == "area":
@@ -434,12 +254,12 @@ def load_operator(state: dict[str, Any]) -> Operator:
 
 def build_operator(kind: str, settings: dict[str, Any] | None, image_size: int, channels: int,
                    num_images: int = 1, seed: int = 0) -> Operator:
-    """An operator of ``kind`` (one of ``TASK_KINDS``) from its settings (see the module docstring).
+    """An operator of ``kind`` (one of ``OPERATOR_KINDS``) from its settings (see the module docstring).
 
     Random kinds (``random_inpaint``; ``box_inpaint`` with ``position: random``) draw
     ``num_images`` per-image masks from ``seed`` (deterministic); the others are shared.
     """
-    _check_kind(kind, TASK_KINDS)
+    _check_kind(kind, OPERATOR_KINDS)
     image_size = _positive_int("image_size", image_size)
     _positive_int("channels", channels)
     num_images = _positive_int("num_images", num_images)
@@ -447,7 +267,7 @@ def build_operator(kind: str, settings: dict[str, Any] | None, image_size: int, 
         raise ValueError(f"seed must be an integer, got {seed!r}")
     st = _normalise_settings(kind, settings, image_size)
     tensors: dict[str, torch.Tensor] = {}
-    if kind in MASK_KINDS:
+    if kind in MASKING_KINDS:
         tensors["mask"] = _build_mask(kind, st, image_size, num_images, int(seed))
     elif kind == "gaussian_blur":
         tensors["kernel"] = gaussian_kernel(st["kernel_size"], st["sigma"])

@@ -10,7 +10,8 @@ values, [-1, 1] scale).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,29 @@ from scalewise.posterior.guidance import METHODS, GradientGuidedSampler, Measure
 from scalewise.posterior.measurements import Operator
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
+
+CONDITIONINGS = ("unconditional", "class")
+
+
+@dataclass
+class ReconstructConfig:
+    """``params.yaml: reconstruct``: how the ``reconstruct@<model>-<task>`` stages restore."""
+
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    batch_size: int = 32
+    conditioning: str = "unconditional"  # unconditional (null class) | class (the test labels)
+    seed: int = 0
+    device: str = "cpu"
+    grid_rows: int = 8  # examples in the side-by-side grid
+    threads: int = 0
+    guidance: dict[str, Any] = field(default_factory=dict)  # PosteriorGuidanceConfig fields
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise ValueError(f"methods: unknown {unknown} (allowed: {list(METHODS)})")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning={self.conditioning!r}; allowed: {list(CONDITIONINGS)}")
 
 
 def method_flags(method: str) -> tuple[bool, bool]:

@@ -18,6 +18,8 @@ from typing import Any
 
 from scalewise.core.config import ConfigError
 from scalewise.evaluation.paper_tables import Table
+from scalewise.project.env import venv_env
+from scalewise.project.tracking import default_tracking_uri
 
 EVALUATE_METRICS = "metrics/evaluate.json"
 
@@ -41,9 +43,6 @@ def check_experiments(experiments: Any) -> dict[str, list[str]]:
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    from scalewise.cli.main import venv_env
-    from scalewise.project.tracking import default_tracking_uri
-
     env = venv_env()
     # Experiments run in temporary copies of the repository: their stages log to this
     # workspace's MLflow store (run names "<experiment>/<stage>"), not to a copy of it.

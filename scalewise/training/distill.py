@@ -11,60 +11,56 @@ and teacher see the same inputs and the same (possibly dropped) labels.
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from scalewise.core.config import ConfigError, to_dict
+from scalewise.core.device import resolve_device
+from scalewise.models import student
 from scalewise.models.student import (
     check_markov_teacher, check_student_schedule, init_student, kl_to_teacher, teacher_logits_on_student_inputs,
     tokenizer_for, tokenizer_with_schedule,
 )
-from scalewise.training.resume import Checkpointer, StepLog, run_key
-from scalewise.sampling.generate import generate
 from scalewise.models.tokenizer import Tokenizer
-from scalewise.training.tokenizer import evaluate_tokenizer, lr_at, resolve_device
-from scalewise.training.transformer import encode_dataset, masked_batch
 from scalewise.models.transformer import ScaleTransformer
-
-# Fields that only shape the stage's report: changing them must not restart training.
-REPORT_FIELDS = ("grid_per_class", "grid_cfg", "bench_batch", "bench_runs", "threads")
+from scalewise.sampling.generate import generate
+from scalewise.training import batches, loop, optim, schedule
+from scalewise.training.batches import CodedSet, encode_dataset
+from scalewise.training.loop import Report, Schedule, StepOut, TrainResult, fit
+from scalewise.training.resume import Checkpointer, code_of, run_key, weights_hash
+from scalewise.training.settings import Rule, TokenTrainSettings, above, at_least
+from scalewise.training.tokenizer import evaluate_tokenizer
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(TokenTrainSettings):
     """``params.yaml: distill``. Set exactly one of ``patch_nums`` (the student's schedule) and
     ``drop`` (teacher scales to leave out)."""
 
     patch_nums: list[int] | None = None
     drop: list[int] | None = None
     steps: int = 600
-    batch_size: int = 32
     lr: float = 5e-4
-    weight_decay: float = 0.05
     warmup_steps: int = 20
-    grad_clip: float = 2.0
+    ckpt_every: int = 100
     kl_weight: float = 1.0
     temperature: float = 1.0  # KL temperature T
-    masked_prob: float = 0.25  # rows trained on the masked objective (students that have it)
-    log_every: int = 25
-    ckpt_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    grid_per_class: int = 4
-    grid_cfg: float = 1.5
     bench_batch: int = 32  # images per timed sampling run (teacher vs student)
     bench_runs: int = 5
-    threads: int = 0  # torch threads (0 = torch default)
+
+    SECTION: ClassVar[str] = "distill"
+    NOT_IN_KEY: ClassVar[tuple[str, ...]] = TokenTrainSettings.NOT_IN_KEY + ("bench_batch", "bench_runs")
+
+    def rules(self) -> list[Rule]:
+        return super().rules() + [at_least("kl_weight", 0.0, "number"), above("temperature", 0.0),
+                                  at_least("bench_batch", 1), at_least("bench_runs", 1)]
 
     def __post_init__(self) -> None:
         if (self.patch_nums is None) == (self.drop is None):
@@ -73,19 +69,7 @@ class DistillConfig:
                 f"and distill.drop (teacher scales to leave out, e.g. [3, 5]); got patch_nums={self.patch_nums}, "
                 f"drop={self.drop}"
             )
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "grid_per_class", "bench_batch",
-                     "bench_runs"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"distill.{name} must be >= 1, got {getattr(self, name)}")
-        for name, ok, allowed in (
-            ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("grad_clip", self.grad_clip > 0, "> 0"),
-            ("kl_weight", self.kl_weight >= 0, ">= 0"), ("temperature", self.temperature > 0, "> 0"),
-            ("masked_prob", 0.0 <= self.masked_prob < 1.0, "in [0, 1)"), ("grid_cfg", self.grid_cfg >= 0, ">= 0"),
-            ("threads", self.threads >= 0, ">= 0 (0 = torch default)"),
-        ):
-            if not ok:
-                raise ConfigError(f"distill.{name} must be {allowed}, got {getattr(self, name)}")
+        super().__post_init__()
 
 
 def student_schedule(teacher_pn: Sequence[int], cfg: DistillConfig) -> list[int]:
@@ -114,22 +98,6 @@ def student_schedule(teacher_pn: Sequence[int], cfg: DistillConfig) -> list[int]
 # ----------------------------------------------------------------------------- training
 
 
-@dataclass
-class DistillResult:
-    model: ScaleTransformer  # the student, eval mode
-    history: list[dict]
-    resumed_from: int
-
-
-def weights_hash(module: nn.Module) -> str:
-    """SHA-256 (16 hex digits) of a module's state: identifies a teacher or tokenizer in run keys."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def distill(
     cfg: DistillConfig,
     teacher: ScaleTransformer,
@@ -140,13 +108,13 @@ def distill(
     state_dir: str | Path,
     on_log: Callable[[int, dict], None] | None = None,
     progress: bool = True,
-) -> DistillResult:
+) -> TrainResult:
     """Distil a Markov ``teacher`` into a student with a shorter schedule; resumable via ``state_dir``.
 
     ``train_u8``: uint8 images (N, C, H, W); ``tokenizer``: the teacher's (full schedule). The
     teacher is moved to ``cfg.device`` and never updated. ``on_log(step, row)`` receives averaged
     ``loss``, ``ce``, ``kl`` (ordinary rows), ``acc`` (teacher-forced argmax accuracy of ordinary
-    rows), ``grad_norm`` and ``lr``.
+    rows), ``grad_norm`` and ``lr``. The result's model is the student, in eval mode.
 
     Raises:
         ValueError: the teacher is not Markov or does not match the tokenizer.
@@ -161,66 +129,42 @@ def distill(
     teacher = teacher.to(device)
     tokens_NL, x_NLCv = encode_dataset(tokenizer_with_schedule(tokenizer, student_pn), train_u8, progress=progress)
     torch.manual_seed(cfg.seed)
-    model = init_student(teacher, student_pn).train()
-    named = list(model.named_parameters())
-    decay = [p for n, p in named if p.dim() >= 2 and "emb" not in n and "pos" not in n]
-    no_decay = [p for n, p in named if not (p.dim() >= 2 and "emb" not in n and "pos" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    model = init_student(teacher, student_pn)
+    opt = optim.adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.95), no_decay=optim.no_decay_transformer)
     gen = torch.Generator().manual_seed(cfg.seed)
-    key_cfg = {"distill": {k: v for k, v in to_dict(cfg).items() if k not in REPORT_FIELDS},
-               "student": to_dict(model.cfg), "teacher": weights_hash(teacher), "tokenizer": weights_hash(tokenizer)}
-    code = [sys.modules[m.__module__] for m in (ScaleTransformer, masked_batch, init_student, distill)]
-    ckpt = Checkpointer(state_dir, run_key(key_cfg, data_hash, code), model, opt, gen)
-    step, history = ckpt.restore(device)
-    resumed_from = step
-    slices, null, B = model.scale_slices(), model.cfg.num_classes, cfg.batch_size
-    bar = tqdm(total=cfg.steps, initial=step, desc="distill", disable=not progress)
-    log = StepLog(cfg.log_every, cfg.steps, history, on_log, bar, show=("loss", "kl"))
-    while step < cfg.steps:
-        idx = torch.randint(tokens_NL.shape[0], (B,), generator=gen)
-        tokens, x = tokens_NL[idx], x_NLCv[idx]
-        drop = torch.rand(B, generator=gen) < teacher.cfg.cond_drop  # same labels for student and teacher
-        labels = torch.where(drop, torch.full_like(train_labels[idx], null), train_labels[idx])
-        if model.cfg.masked_objective and cfg.masked_prob > 0:
-            revealed, scored = masked_batch(tokens, slices, cfg.masked_prob, gen)
-        else:
-            revealed, scored = None, torch.ones_like(tokens, dtype=torch.bool)
-        tokens, x, labels, scored = tokens.to(device), x.to(device), labels.to(device), scored.to(device)
-        plain_B = scored.all(dim=1)  # ordinary rows: the KL and the accuracy are taken on these
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        logits_BLV = model(labels, x, tokens, revealed.to(device) if revealed is not None else None)
-        ce_BL = F.cross_entropy(logits_BLV.flatten(0, 1), tokens.flatten(), reduction="none").view_as(tokens)
-        ce = (ce_BL * scored).sum() / scored.sum().clamp_min(1)
+    key_cfg = {"distill": cfg.key_settings(), "student": to_dict(model.cfg), "teacher": weights_hash(teacher),
+               "tokenizer": weights_hash(tokenizer)}
+    code = code_of(model, sys.modules[__name__], student, batches, loop, optim, schedule)
+    ckpt = Checkpointer(state_dir, run_key(key_cfg, data_hash, code), model, opt, gen, cfg.ckpt_every)
+    data, slices = CodedSet(tokens_NL, x_NLCv, train_labels), model.scale_slices()
+    masked_prob = cfg.masked_prob if model.cfg.masked_objective else 0.0
+
+    def step_fn(step: int) -> StepOut:
+        # the teacher's label dropout: student and teacher see the same labels
+        b = data.draw(cfg.batch_size, model.cfg.num_classes, teacher.cfg.cond_drop, masked_prob, slices, gen, device)
+        plain_B = b.scored_BL.all(dim=1)  # ordinary rows: the KL and the accuracy are taken on these
+        logits_BLV = model(b.labels_B, b.x_BLC, b.tokens_BL, b.revealed_BL)
+        ce_BL = F.cross_entropy(logits_BLV.flatten(0, 1), b.tokens_BL.flatten(), reduction="none").view_as(b.tokens_BL)
+        ce = (ce_BL * b.scored_BL).sum() / b.scored_BL.sum().clamp_min(1)
         kl = ce.new_zeros(())
         if cfg.kl_weight > 0 and plain_B.any():
             with torch.no_grad():
-                t_logits_BLV = teacher_logits_on_student_inputs(teacher, labels[plain_B], x[plain_B], student_pn)
+                t_logits_BLV = teacher_logits_on_student_inputs(teacher, b.labels_B[plain_B], b.x_BLC[plain_B],
+                                                                student_pn)
             kl = kl_to_teacher(t_logits_BLV, logits_BLV[plain_B], cfg.temperature)
         loss = ce + cfg.kl_weight * kl
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"distill: loss is {loss.item()} at step {step}; the last good checkpoint ({ckpt.path}) is kept. "
-                "Lower distill.lr or raise distill.grad_clip."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        bar.update(1)
-        with torch.no_grad():
-            hit = (logits_BLV[plain_B].argmax(-1) == tokens[plain_B]).float()
-            row = {"loss": loss.item(), "ce": ce.item(), "kl": kl.item(),
-                   "acc": float(hit.mean()) if plain_B.any() else 0.0, "grad_norm": float(grad_norm), "lr": lr}
-        log.add(step, row)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            ckpt.save(step, history)
-    bar.close()
-    model.eval()
-    return DistillResult(model=model, history=history, resumed_from=resumed_from)
+
+        @torch.no_grad()
+        def row(values: dict[str, float]) -> dict[str, float]:
+            hit = (logits_BLV[plain_B].argmax(-1) == b.tokens_BL[plain_B]).float()
+            return {"loss": loss.item(), "ce": ce.item(), "kl": kl.item(),
+                    "acc": float(hit.mean()) if plain_B.any() else 0.0, **values}
+
+        return StepOut(loss, row)
+
+    report = Report("distill", "Lower distill.lr or raise distill.grad_clip.", cfg.log_every, ("loss", "kl"), on_log,
+                    progress)
+    return fit(model, opt, Schedule(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.grad_clip), step_fn, report, ckpt)
 
 
 # ----------------------------------------------------------------------------- what it saves

@@ -1,79 +1,49 @@
-"""Training and evaluation loop of the multi-scale VQ-VAE (library: no params, no MLflow).
+"""Training and evaluation of the multi-scale VQ-VAE tokenizer (library: no params, no MLflow).
 
-Training resumes from ``<state_dir>/last.pt`` when that file was written for the same
-configuration and data (``run_key``); otherwise it starts fresh. The checkpoint is written
-atomically every ``ckpt_every`` steps (keyed by config, data and the training code) and holds the model, optimiser, step, the RNG state of
-batch sampling and the logged curve, so a resumed run continues exactly where it stopped.
+Training runs :func:`scalewise.training.loop.fit` and resumes from ``<state_dir>/last.pt`` (see
+:mod:`scalewise.training.resume`): the checkpoint holds the model, optimiser, step, the RNG of
+batch sampling and dead-code revival, and the logged curve, so a resumed run continues exactly
+where it stopped.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from scalewise.core.config import ConfigError, to_dict
+from scalewise.core.config import ConfigError
+from scalewise.core.device import resolve_device
 from scalewise.core.images import to_unit
 from scalewise.core.metrics import psnr
-from scalewise.training.resume import Checkpointer, StepLog, run_key
 from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.training import loop, optim, schedule
+from scalewise.training.loop import Report, Schedule, StepOut, TrainResult, fit
+from scalewise.training.resume import Checkpointer, code_of, run_key
+from scalewise.training.settings import LoggedSettings, Rule, at_least
 
 
 @dataclass
-class TrainTokenizerConfig:
+class TrainTokenizerConfig(LoggedSettings):
     """The ``train_tokenizer`` section of params.yaml."""
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     steps: int = 2000
-    batch_size: int = 32
     lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    dead_code_every: int = 100
-    dead_code_min_usage: float = 0.03
-    log_every: int = 25
     ckpt_every: int = 250
-    seed: int = 0
-    device: str = "cpu"
+    dead_code_every: int = 100  # steps between dead-code re-initialisations (0 = off)
+    dead_code_min_usage: float = 0.03  # EMA uses per step below which a code is re-initialised
     official: str | None = None  # path of the official release VQVAE: imported instead of trained
 
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+    SECTION: ClassVar[str] = "train_tokenizer"
+    NOT_IN_KEY: ClassVar[tuple[str, ...]] = LoggedSettings.NOT_IN_KEY + ("official",)
 
-
-def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to ``base_lr`` then cosine decay to 10% of it (step counts from 0)."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a clear error if it is not available here."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} requested but CUDA is not available; use device: cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={name!r} requested but MPS is not available; use device: cpu")
-    return device
-
-
-@dataclass
-class TrainResult:
-    model: Tokenizer
-    history: list[dict]  # one row per logged step
-    resumed_from: int  # 0 when started fresh
+    def rules(self) -> list[Rule]:
+        return super().rules() + [at_least("dead_code_every", 0), at_least("dead_code_min_usage", 0.0, "number")]
 
 
 def train_tokenizer(
@@ -102,50 +72,32 @@ def train_tokenizer(
         )
     torch.manual_seed(cfg.seed)
     model = Tokenizer(model_cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = optim.adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(cfg.seed)
-    code = [sys.modules[Tokenizer.__module__], sys.modules[__name__]]
-    ckpt = Checkpointer(state_dir, run_key(to_dict(cfg), data_hash, code), model, opt, gen)
-    ckpt_path = ckpt.path
-    step, history = ckpt.restore(device)
-    resumed_from = step
+    code = code_of(model, sys.modules[__name__], loop, optim, schedule)
+    ckpt = Checkpointer(state_dir, run_key(cfg.key_settings(), data_hash, code), model, opt, gen, cfg.ckpt_every)
 
-    data = images_u8  # kept as uint8 on the CPU; batches are converted on the fly
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train_tokenizer", disable=not progress)
-    log = StepLog(cfg.log_every, cfg.steps, history, on_log, bar, show=("loss", "perplexity"))
-    while step < cfg.steps:
-        idx = torch.randint(data.shape[0], (cfg.batch_size,), generator=gen)
-        x = to_unit(data[idx]).to(device)
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+    def step_fn(step: int) -> StepOut:
+        # kept as uint8 on the CPU; each batch is converted on the fly
+        idx = torch.randint(images_u8.shape[0], (cfg.batch_size,), generator=gen)
+        x = to_unit(images_u8[idx]).to(device)
         recon, q = model(x)
         recon_mse = F.mse_loss(recon, x)
         loss = recon_mse + q.commit_loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train_tokenizer: loss is {loss.item()} at step {step}; the last good checkpoint "
-                f"({ckpt_path}) is kept. Lower train_tokenizer.lr or check the input images."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return StepOut(loss, lambda values: {
+            "loss": loss.item(), "recon_mse": recon_mse.item(), "commit_loss": q.commit_loss.item(),
+            "perplexity": q.perplexity, "batch_usage": q.usage, **values})
+
+    def revive(step: int) -> None:
         if step == 0:
             # Codes start at tiny random values: seed them all from this batch's residuals.
             model.quantize.revive_dead_codes(float("inf"), generator=gen)
         elif cfg.dead_code_every > 0 and (step + 1) % cfg.dead_code_every == 0:
             model.quantize.revive_dead_codes(cfg.dead_code_min_usage, generator=gen)
-        step += 1
-        bar.update(1)
-        row = {"loss": loss.item(), "recon_mse": recon_mse.item(), "commit_loss": q.commit_loss.item(),
-               "perplexity": q.perplexity, "batch_usage": q.usage, "lr": lr}
-        log.add(step, row)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            ckpt.save(step, history)
-    bar.close()
-    model.eval()
-    return TrainResult(model=model, history=history, resumed_from=resumed_from)
+
+    report = Report("train_tokenizer", "Lower train_tokenizer.lr or check the input images.", cfg.log_every,
+                    ("loss", "perplexity"), on_log, progress)
+    return fit(model, opt, Schedule(cfg.steps, cfg.lr, cfg.warmup_steps), step_fn, report, ckpt, after_step=revive)
 
 
 @torch.no_grad()

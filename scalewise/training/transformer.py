@@ -1,9 +1,8 @@
 """Training of the next-scale transformer on tokenizer codes (library: no params, no MLflow).
 
-The training set is encoded once: per image, the K index maps flattened to ``tokens_NL``
-(int64, L = sum p_k^2) and the teacher-forcing inputs ``x_NLCv`` (float, L - p_1^2, Cvae).
-Loss: cross-entropy over all L tokens (label smoothing optional). With the masked objective,
-a fraction ``masked_prob`` of each batch instead reveals a random part of one random scale's
+Batches come from the coded training set (:mod:`scalewise.training.batches`). Loss:
+cross-entropy over all L tokens (label smoothing optional). With the masked objective, a
+fraction ``masked_prob`` of each batch instead reveals a random part of one random scale's
 tokens and is scored only on the hidden tokens of that scale.
 """
 
@@ -12,68 +11,54 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from scalewise.core.config import ConfigError, to_dict
-from scalewise.training.resume import Checkpointer, StepLog, run_key
+from scalewise.core.config import to_dict
+from scalewise.core.device import resolve_device
 from scalewise.models.tokenizer import Tokenizer
-from scalewise.training.tokenizer import lr_at, resolve_device, to_unit
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
+from scalewise.training import batches, loop, optim, schedule
+from scalewise.training.batches import CodedSet
+from scalewise.training.loop import Report, Schedule, StepOut, TrainResult, fit
+from scalewise.training.resume import Checkpointer, code_of, run_key, state_hash
+from scalewise.training.settings import Rule, TokenTrainSettings, fraction
 
 
 @dataclass
 class ModelSettings:
     """Transformer settings chosen in params (the rest come from the tokenizer and the data)."""
 
-    depth: int = 2
+    depth: int = 2  # width = 64 * depth, heads = depth unless set
     width: int | None = None
     heads: int | None = None
     mlp_ratio: float = 4.0
-    cond_drop: float = 0.1
-    masked_objective: bool = True
+    cond_drop: float = 0.1  # label dropout for classifier-free guidance
+    masked_objective: bool = True  # also learn to re-predict hidden tokens (masked resampling)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TokenTrainSettings):
     """``params.yaml: train.common``."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
     steps: int = 1500
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    grad_clip: float = 2.0
     label_smoothing: float = 0.0
-    masked_prob: float = 0.25
-    log_every: int = 25
-    ckpt_every: int = 200
-    seed: int = 0
-    device: str = "cpu"
-    grid_per_class: int = 4
-    grid_cfg: float = 1.5
-    threads: int = 0  # torch threads (0 = torch default)
 
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.masked_prob < 1.0:
-            raise ConfigError(f"masked_prob must lie in [0, 1), got {self.masked_prob}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+    SECTION: ClassVar[str] = "train.common"
+
+    def rules(self) -> list[Rule]:
+        return super().rules() + [fraction("label_smoothing")]
 
 
 @dataclass
 class VariantConfig:
-    """``params.yaml: train.<variant>``: what differs between VAR and SRDD."""
+    """``params.yaml: train.<model>``: what differs between VAR and SRDD."""
 
     mask_kind: str = "causal"
-    init_from: str | None = None  # path of another variant's model to start from
+    init_from: str | None = None  # path of another model's file to start from (its weights are in the run key)
     official: str | None = None  # path of an official release VAR (causal): imported instead of trained
 
 
@@ -86,50 +71,6 @@ def build_model_config(settings: ModelSettings, variant: VariantConfig, tokenize
         num_classes=num_classes, cond_drop=settings.cond_drop, mask_kind=variant.mask_kind,
         masked_objective=settings.masked_objective,
     )
-
-
-@torch.no_grad()
-def encode_dataset(tokenizer: Tokenizer, images_u8: torch.Tensor, batch_size: int = 256,
-                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, C, H, W) -> (tokens (N, L) int64, teacher-forcing inputs (N, L - p_1^2, Cvae))."""
-    tokenizer.eval()
-    device = next(tokenizer.parameters()).device
-    toks, xs = [], []
-    for start in tqdm(range(0, images_u8.shape[0], batch_size), desc="encode", disable=not progress):
-        idx_maps = tokenizer.encode(to_unit(images_u8[start:start + batch_size]).to(device))
-        toks.append(torch.cat([i.flatten(1) for i in idx_maps], dim=1).cpu())
-        xs.append(tokenizer.teacher_forcing_input(idx_maps).cpu())
-    return torch.cat(toks), torch.cat(xs)
-
-
-def masked_batch(tokens_BL: torch.Tensor, slices: list[slice], masked_prob: float,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked objective: (revealed (B, L) bool, scored (B, L) bool).
-
-    A fraction ``masked_prob`` of rows pick one scale k >= 2 and reveal a uniform-random
-    fraction of its tokens; they are scored on that scale's hidden tokens only. Other rows
-    reveal nothing and are scored on every token.
-    """
-    B, L = tokens_BL.shape
-    revealed = torch.zeros(B, L, dtype=torch.bool)
-    scored = torch.ones(B, L, dtype=torch.bool)
-    rows = (torch.rand(B, generator=gen) < masked_prob).nonzero().flatten().tolist()
-    for b in rows:
-        sl = slices[int(torch.randint(1, len(slices), (1,), generator=gen))]
-        n = sl.stop - sl.start
-        ratio = float(torch.rand(1, generator=gen))
-        reveal = torch.rand(n, generator=gen) < ratio
-        revealed[b, sl] = reveal
-        scored[b] = False
-        scored[b, sl] = ~reveal
-    return revealed, scored
-
-
-@dataclass
-class TrainResult:
-    model: ScaleTransformer
-    history: list[dict]
-    resumed_from: int
 
 
 def train_transformer(
@@ -146,6 +87,7 @@ def train_transformer(
 ) -> TrainResult:
     """Train a transformer; resumable via ``state_dir``; returns the model in eval mode.
 
+    ``init_state``: weights to start from (their content hash is part of the run key).
     ``on_log(step, row)`` receives averaged ``loss``, ``acc`` (all tokens), ``acc_scale_k``
     (k = 1..K, teacher-forced argmax accuracy of ordinary rows), ``grad_norm`` and ``lr``.
 
@@ -159,63 +101,37 @@ def train_transformer(
         missing, unexpected = model.load_state_dict(init_state, strict=False)
         if unexpected or any(not k.startswith(("mask_embed", "tok_embed")) for k in missing):
             raise ValueError(f"init_from checkpoint does not fit: missing {missing}, unexpected {unexpected}")
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n and "pos" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n and "pos" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = optim.adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.95), no_decay=optim.no_decay_transformer)
     gen = torch.Generator().manual_seed(cfg.seed)
-    key_cfg = {"train": to_dict(cfg), "model": to_dict(model_cfg), "init": init_state is not None}
-    code = [sys.modules[ScaleTransformer.__module__], sys.modules[__name__]]
-    ckpt = Checkpointer(state_dir, run_key(key_cfg, data_hash, code), model, opt, gen)
-    step, history = ckpt.restore(device)
-    resumed_from = step
-    slices = model.scale_slices()
-    null = model_cfg.num_classes
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train[{model_cfg.mask_kind}]", disable=not progress)
-    log = StepLog(cfg.log_every, cfg.steps, history, on_log, bar, show=("loss", "acc"))
-    while step < cfg.steps:
-        idx = torch.randint(tokens_NL.shape[0], (cfg.batch_size,), generator=gen)
-        tokens, x = tokens_NL[idx], x_NLCv[idx]
-        drop = torch.rand(cfg.batch_size, generator=gen) < model_cfg.cond_drop
-        labels = torch.where(drop, torch.full_like(labels_N[idx], null), labels_N[idx])
-        if model_cfg.masked_objective and cfg.masked_prob > 0:
-            revealed, scored = masked_batch(tokens, slices, cfg.masked_prob, gen)
-        else:
-            revealed, scored = None, torch.ones_like(tokens, dtype=torch.bool)
-        tokens, x, labels, scored = tokens.to(device), x.to(device), labels.to(device), scored.to(device)
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        logits = model(labels, x, tokens, revealed.to(device) if revealed is not None else None)
+    key_cfg = {"train": cfg.key_settings(), "model": to_dict(model_cfg),
+               "init": state_hash(init_state) if init_state is not None else None}
+    code = code_of(model, sys.modules[__name__], batches, loop, optim, schedule)
+    ckpt = Checkpointer(state_dir, run_key(key_cfg, data_hash, code), model, opt, gen, cfg.ckpt_every)
+    data, slices = CodedSet(tokens_NL, x_NLCv, labels_N), model.scale_slices()
+    masked_prob = cfg.masked_prob if model_cfg.masked_objective else 0.0
+
+    def step_fn(step: int) -> StepOut:
+        b = data.draw(cfg.batch_size, model_cfg.num_classes, model_cfg.cond_drop, masked_prob, slices, gen, device)
+        logits_BLV = model(b.labels_B, b.x_BLC, b.tokens_BL, b.revealed_BL)
         # flat (B*L, V) rows: cross-entropy over a transposed (B, V, L) view is ~7% slower on CPU
-        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none",
-                             label_smoothing=cfg.label_smoothing).view_as(tokens)  # (B, L)
-        loss = (ce * scored).sum() / scored.sum().clamp_min(1)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train[{model_cfg.mask_kind}]: loss is {loss.item()} at step {step}; the last good checkpoint "
-                f"({ckpt.path}) is kept. Lower train.common.lr or raise grad_clip."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        bar.update(1)
-        with torch.no_grad():
-            hit = (logits.argmax(-1) == tokens).float()
-            plain = scored.all(dim=1)
-            row = {"loss": loss.item(), "acc": float(hit[plain].mean()) if plain.any() else 0.0,
-                   "grad_norm": float(grad_norm), "lr": lr}
+        ce_BL = F.cross_entropy(logits_BLV.flatten(0, 1), b.tokens_BL.flatten(), reduction="none",
+                                label_smoothing=cfg.label_smoothing).view_as(b.tokens_BL)
+        loss = (ce_BL * b.scored_BL).sum() / b.scored_BL.sum().clamp_min(1)
+
+        @torch.no_grad()
+        def row(values: dict[str, float]) -> dict[str, float]:
+            hit_BL = (logits_BLV.argmax(-1) == b.tokens_BL).float()
+            plain_B = b.scored_BL.all(dim=1)
+            out = {"loss": loss.item(), "acc": float(hit_BL[plain_B].mean()) if plain_B.any() else 0.0, **values}
             for k, sl in enumerate(slices, start=1):
-                row[f"acc_scale_{k}"] = float(hit[plain, sl].mean()) if plain.any() else 0.0
-        log.add(step, row)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            ckpt.save(step, history)
-    bar.close()
-    model.eval()
-    return TrainResult(model=model, history=history, resumed_from=resumed_from)
+                out[f"acc_scale_{k}"] = float(hit_BL[plain_B, sl].mean()) if plain_B.any() else 0.0
+            return out
+
+        return StepOut(loss, row)
+
+    name = f"train[{model_cfg.mask_kind}]"
+    report = Report(name, "Lower train.common.lr or raise grad_clip.", cfg.log_every, ("loss", "acc"), on_log, progress)
+    return fit(model, opt, Schedule(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.grad_clip), step_fn, report, ckpt)
 
 
 @torch.no_grad()

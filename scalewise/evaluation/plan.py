@@ -1,0 +1,64 @@
+"""What the ``evaluate`` stages measure: ``params.yaml: evaluate`` and the plan of sampling settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalewise.core.config import ConfigError
+from scalewise.evaluation.settings import SamplingSetting, SweepConfig, setting_from, sweep_settings
+
+TUNED = "masked+tuned_cfg"
+
+
+@dataclass
+class EvaluateConfig:
+    """``params.yaml: evaluate``."""
+
+    models: list[str] = field(default_factory=lambda: ["var", "srdd", "srdd_distilled"])
+    samples_per_class: int = 100
+    batch_size: int = 250
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    kid_subset_size: int = 500
+    inception_weights: str | None = None  # inception-v3-compat weights file; null = domain evaluator
+    isolate: bool = True  # each non-sweep sample set in a fresh process (clean speed / memory figures)
+    grid_per_class: int = 8
+    sampling: dict[str, Any] = field(default_factory=dict)  # the `default` setting
+    settings: dict[str, Any] = field(default_factory=dict)  # name -> overrides of `sampling`
+    sweeps: SweepConfig = field(default_factory=SweepConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("samples_per_class", "batch_size", "grid_per_class"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
+        if self.sweeps.samples_per_class < 1:
+            raise ConfigError(f"evaluate.sweeps.samples_per_class must be >= 1, got {self.sweeps.samples_per_class}")
+
+
+def reference_key(data_dir: str | Path) -> str:
+    """The name of the test split's cached reference statistics (torch-fidelity adds the extractor's hash)."""
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    return f"test-{manifest['content_hash'][:16]}"
+
+
+def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSetting, int, bool]]:
+    """(name, setting, samples per class, is sweep) in evaluation order; ``masked+tuned_cfg`` is added later."""
+    base = setting_from(SamplingSetting(), cfg.sampling, "evaluate.sampling")
+    plan = [("default", base, cfg.samples_per_class, False)]
+    for name, overrides in cfg.settings.items():
+        if name == "default" or name == TUNED:
+            raise ConfigError(f"evaluate.settings: {name!r} is a reserved setting name")
+        plan.append((name, setting_from(base, overrides or {}, f"evaluate.settings.{name}"), cfg.samples_per_class,
+                     False))
+    if model in cfg.sweeps.models:
+        plan += [(n, s, cfg.sweeps.samples_per_class, True) for n, s in sweep_settings(base, cfg.sweeps).items()]
+    return plan
+
+
+def folder_name(setting: str) -> str:
+    """A file-system-safe folder name for a setting (``masked:t=0.05,n=2`` -> ``masked_t0.05_n2``)."""
+    return (setting.replace("+", "_").replace(":", "_").replace("=", "").replace(",", "_"))

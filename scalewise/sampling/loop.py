@@ -1,0 +1,136 @@
+"""The one per-scale sampling loop, shared by plain generation, token resampling and posterior
+sampling.
+
+Each scale k is one step: the model call (the scale's CFG-combined logits, through the
+:class:`ScaleRunner` cache), then the update: ``hooks.on_logits`` (e.g. measurement guidance),
+temperature and filters, the seeded draw, resampling (simple or masked, from
+``Resample.min_scale`` on), ``hooks.on_tokens`` (e.g. token clamping), and the next scale's
+input. Random numbers are consumed in that order, so a seed fixes the whole result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from scalewise.models.tokenizer import Tokenizer
+from scalewise.models.transformer import ScaleTransformer
+from scalewise.sampling.logits import cfg_scale, check_sampling_args, draw, sampling_probs
+from scalewise.sampling.resample import Resample, masked_resample, simple_resample
+from scalewise.sampling.runner import ScaleRunner, advance_scale, check_pair
+
+
+@dataclass
+class ScaleSettings:
+    """How each scale is sampled: CFG (0 = off: no unconditional half), filters, resampling."""
+
+    cfg: float = 1.5
+    cfg_schedule: str = "linear"  # linear (t = cfg * k/(K-1), VAR) | constant
+    top_k: int = 0  # 0 = off
+    top_p: float = 0.0  # 0 = off
+    temperature: float = 1.0
+    resample: Resample = field(default_factory=Resample)
+
+    def __post_init__(self) -> None:
+        check_sampling_args(self.cfg, self.top_k, self.top_p, self.temperature)
+
+    def probs(self, logits_BlV: torch.Tensor) -> torch.Tensor:
+        """The distribution (B, l, V) tokens are drawn from."""
+        return sampling_probs(logits_BlV, self.temperature, self.top_k, self.top_p)
+
+
+class ScaleHooks:
+    """Plug-ins of :func:`run_scales`; the defaults change nothing. Subclass and override."""
+
+    def on_start(self) -> None:
+        """Called once the conditioning and the first scale's input are ready."""
+
+    def on_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
+        """Scale ``si`` (p x p tokens): change its logits (B, p*p, V) before the draw.
+
+        ``f_hat_BChw`` (B, Cvae, H, W) holds the scales already sampled. Only the first
+        prediction passes here; masked resampling's re-predictions are the model's own.
+        """
+        return logits_BlV
+
+    def on_tokens(self, si: int, tokens_Bl: torch.Tensor) -> torch.Tensor:
+        """Scale ``si``: change its tokens (B, p*p) int64 after the draw and resampling."""
+        return tokens_Bl
+
+    def on_scale_end(self, si: int) -> None:
+        """Called after scale ``si``'s tokens are added and the next input is built."""
+
+
+@dataclass
+class Generation:
+    images: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    tokens: list[torch.Tensor]  # K index maps (B, p_k, p_k)
+    logits: list[torch.Tensor] = field(default_factory=list)  # CFG-combined first-pass logits (B, p_k^2, V)
+    resample_iters: list[int] = field(default_factory=list)  # refinement iterations run per scale
+    cache_bytes: int = 0
+
+
+@torch.no_grad()
+def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Tensor, settings: ScaleSettings,
+               generator: torch.Generator, hooks: ScaleHooks | None = None,
+               return_logits: bool = False) -> Generation:
+    """Sample every scale of a batch and decode it.
+
+    Args:
+        labels_B: class indices (B,) int64 in [0, num_classes] (num_classes = the null class,
+            for unconditional sampling with ``settings.cfg = 0``).
+        generator: the source of every random number (draws, resampling, hooks that share it).
+        hooks: :class:`ScaleHooks` (guidance, clamping, timing); grad mode is off in the loop.
+        return_logits: keep each scale's CFG-combined logits, before ``hooks.on_logits``.
+    Returns: a :class:`Generation` (images in [-1, 1], (B, C, H, W)).
+    """
+    check_pair(model, tokenizer)
+    rs = settings.resample
+    rs.check_model(model)
+    hooks = hooks or ScaleHooks()
+    pn = model.cfg.patch_nums
+    B, K = labels_B.shape[0], len(pn)
+    use_cfg = settings.cfg > 0
+    all_labels = torch.cat((labels_B, torch.full_like(labels_B, model.num_classes))) if use_cfg else labels_B
+    cond_BD = model.cond(all_labels)
+    runner = ScaleRunner(model, cond_BD)
+    H = tokenizer.patch_nums[-1]
+    f_hat = cond_BD.new_zeros(B, tokenizer.cfg.cvae, H, H)
+    h = model.embed_inputs(cond_BD, None, model.scale_slices()[0])
+    out = Generation(images=None, tokens=[])  # type: ignore[arg-type]
+    hooks.on_start()
+    for si, p in enumerate(pn):
+        base = h
+        if model.cfg.masked_objective:
+            h = base + model.mask_embed
+        t = cfg_scale(settings.cfg, si, K, settings.cfg_schedule)
+        logits = runner.logits(h, si, t if use_cfg else None)
+        if return_logits:
+            out.logits.append(logits)
+        probs = settings.probs(hooks.on_logits(si, p, logits, f_hat))
+        tokens = draw(probs, generator)
+        iters = 0
+        if rs.kind == "simple" and si >= rs.min_scale:
+            tokens, iters = simple_resample(probs, tokens, rs.threshold, rs.iters, generator)
+        elif rs.kind == "masked" and si >= rs.min_scale:
+            t_refine = t if use_cfg and rs.use_cfg else None
+
+            def repredict(tokens_Bl: torch.Tensor, revealed_Bl: torch.Tensor) -> torch.Tensor:
+                if use_cfg:
+                    tokens_Bl, revealed_Bl = tokens_Bl.repeat(2, 1), revealed_Bl.repeat(2, 1)
+                h2 = base + model.reveal_embed(tokens_Bl, revealed_Bl)
+                # unguided refinement with CFG rows: the conditional rows
+                return settings.probs(runner.logits(h2, si, t_refine, refine=True)[:B])
+
+            tokens, iters = masked_resample(probs, tokens, rs.threshold, rs.iters, generator, repredict)
+        out.resample_iters.append(iters)
+        tokens = hooks.on_tokens(si, tokens)
+        runner.finish_scale(si)
+        idx_Bhw = tokens.view(B, p, p)
+        out.tokens.append(idx_Bhw)
+        f_hat, h = advance_scale(model, tokenizer, cond_BD, si, f_hat, idx_Bhw, use_cfg)
+        hooks.on_scale_end(si)
+    out.images = tokenizer.f_to_img(f_hat)
+    out.cache_bytes = runner.cache_bytes
+    return out
