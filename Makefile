@@ -33,9 +33,9 @@ repro: install
 test: install
 	$(BIN)/python -m pytest
 
-# The fast lane: unit tests only (no real DVC / MLflow / Prefect pipelines), a few minutes on 2 cores.
+# The fast lane: unit tests only (no real DVC / MLflow / Prefect runs, no long training), < 3 min on 2 cores.
 test-fast: install
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration and not slow"
 
 # The same pipeline driven by Prefect (ephemeral API): one task per DVC stage.
 pipeline: install

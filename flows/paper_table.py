@@ -73,8 +73,7 @@ def paper_table(root: str = ".", tables: list[str] | None = None, run_name: str 
         markdown, files = collect_tables(root_path, names, experiments)
         create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY,
                                  description=f"paper tables {', '.join(names)} of {root_path}")
-        for path in files:
-            tracker.log_artifact(path, "paper_tables")
+        tracker.log_artifacts(files, "paper_tables")
     return [str(p) for p in files]
 
 

@@ -100,10 +100,8 @@ def main() -> None:
             "sampling/student_images_per_s": metrics["student_images_per_s"],
             "tokenizer/psnr_full": metrics["tokenizer_psnr_full"], "tokenizer/psnr_short": metrics["tokenizer_psnr_short"],
         }, step=cfg.steps)
-        for k, v in enumerate(metrics["test_acc_by_scale"], start=1):
-            tracker.log_metrics({"test/acc_by_scale": v}, step=k)
-        for path in (grid, "metrics/distill.json", "plots/distill.csv"):
-            tracker.log_artifact(path)
+        tracker.log_series("test/acc_by_scale", metrics["test_acc_by_scale"])
+        tracker.log_artifacts([grid, "metrics/distill.json", "plots/distill.csv"])
     print(f"distill: {metrics['teacher_patch_nums']} -> {student_pn} ({metrics['steps_saved']} steps saved), "
           f"test loss {metrics['test_loss']:.3f} (at init {metrics['student_init_test_loss']:.3f}), "
           f"sampling x{metrics['speedup']:.2f}, tokenizer PSNR {metrics['tokenizer_psnr_short']:.1f} dB "

@@ -123,8 +123,7 @@ def main() -> None:
         for _, model, setting in T1_ROWS:  # T1 as metrics: compare runs side by side in the MLflow UI
             r = evaluate[model][setting]
             tracker.log_metrics({f"t1/{model}/{setting.replace('+', '_')}/{k}": float(r[k]) for k in keys})
-        for path in [metrics, *files]:
-            tracker.log_artifact(path, "paper_tables")
+        tracker.log_artifacts([metrics, *files], "paper_tables")
     print(f"report: {len(tables)} tables -> reports/paper_tables.md/.csv/.tex")
 
 

@@ -111,10 +111,8 @@ def main() -> None:
         write_curve(out_plot, history, ["step", "loss", "acc", *per_scale, "grad_norm", "lr"])
         tracker.log_metrics({"test/loss": metrics["test_loss"], "test/class_mean_proxy": metrics["class_mean_proxy"]},
                             step=cfg.steps)
-        for k, v in enumerate(metrics["test_acc_by_scale"], start=1):
-            tracker.log_metrics({"test/acc_by_scale": v}, step=k)
-        for path in (grid, out_metrics, out_plot):
-            tracker.log_artifact(path)
+        tracker.log_series("test/acc_by_scale", metrics["test_acc_by_scale"])
+        tracker.log_artifacts([grid, out_metrics, out_plot])
     print(f"train@{args.model}: test loss {metrics['test_loss']:.3f}, class-mean proxy "
           f"{metrics['class_mean_proxy']:.2f}, acc by scale "
           + " ".join(f"{a:.2f}" for a in metrics["test_acc_by_scale"]))

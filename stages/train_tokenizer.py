@@ -85,10 +85,8 @@ def main() -> None:
         write_curve(args.plot, history, CURVE)
         tracker.log_metrics({f"test/{k}": metrics[k] for k in ("psnr", "codebook_usage", "perplexity")},
                             step=cfg.steps)
-        for k, value in enumerate(metrics["psnr_by_scales"], start=1):
-            tracker.log_metrics({"test/psnr_by_scales": value}, step=k)
-        for path in (grid, args.metrics, args.plot):
-            tracker.log_artifact(path)
+        tracker.log_series("test/psnr_by_scales", metrics["psnr_by_scales"])
+        tracker.log_artifacts([grid, args.metrics, args.plot])
     print(f"train_tokenizer: psnr {metrics['psnr']:.2f} dB, codebook usage "
           f"{100 * metrics['codebook_usage']:.1f}%, by scales "
           + " ".join(f"{v:.1f}" for v in metrics["psnr_by_scales"]))

@@ -65,6 +65,7 @@ def lambda_free_object() -> _Custom:
     return _Custom()
 
 
+@pytest.mark.integration
 def test_sample_and_bench_commands(tmp_path):
     import json
 

@@ -185,6 +185,7 @@ def scalewise(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.integration
 def test_sample_and_restore_run_on_release_files(tmp_path):
     vae_path, var_path, _, _ = write_release(tmp_path)
     flags = ["--official-tokenizer", vae_path, "--official-var", var_path]
@@ -214,6 +215,7 @@ def test_phi_choice_at_the_release_schedule_ties():
 # ----------------------------------------------------------------------------- pipeline import
 
 
+@pytest.mark.integration
 def test_pipeline_stages_import_the_release_instead_of_training(tmp_path):
     """train_tokenizer / train@var with `official:` paths import the release files; SRDD fine-tunes from them."""
     import json

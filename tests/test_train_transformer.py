@@ -63,6 +63,7 @@ def test_nan_loss_is_a_clear_error(coded, tmp_path):
         train_transformer(cfg(), mcfg, tokens, x.clone().fill_(float("nan")), labels, "h", tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_class_conditional_samples_are_nearest_their_class_mean(coded, tmp_path):
     """Evaluator-free proxy: a briefly trained model's per-class samples are closer, in pixel
     space, to their own class mean than to other classes' means (chance = 0.1)."""

@@ -37,8 +37,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
                 print(f"error: dvc repro report failed (exit {rc})", file=sys.stderr)
                 return rc
         text, files = collect_tables(".", names, experiments, run_experiments=not args.no_repro)
-        for path in files:
-            tracker.log_artifact(path, "paper_tables")
+        tracker.log_artifacts(files, "paper_tables")
         if args.out:
             from scalewise.core.io import write_text
 

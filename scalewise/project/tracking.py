@@ -16,7 +16,7 @@ import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from scalewise.core.config import flatten
 
@@ -90,6 +90,16 @@ class Tracker:
         ]
         if rows:
             self._client().log_batch(self.run_id, metrics=rows)
+
+    def log_series(self, name: str, values: Sequence[float]) -> None:
+        """Log a per-scale (or per-index) series as the metric ``name`` at steps 1..len(values)."""
+        for k, value in enumerate(values, start=1):
+            self.log_metrics({name: value}, step=k)
+
+    def log_artifacts(self, paths: Sequence[str | os.PathLike], artifact_path: str | None = None) -> None:
+        """:meth:`log_artifact` of each of ``paths``."""
+        for path in paths:
+            self.log_artifact(path, artifact_path)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Copy a file (or folder) into the run's artifacts."""
