@@ -3,7 +3,6 @@ the name avoids the top-level ``tests`` package that torch-fidelity installs).""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -79,8 +78,10 @@ TINY_PARAMS = {
 
 
 def venv_env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    """The project's subprocess environment, isolated for a test project at ``root``."""
+    from scalewise.project.env import venv_env as project_env
+
+    env = project_env()
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("SCALEWISE_PARENT_RUN_ID", None)
     env["PYTHONPATH"] = str(root)
