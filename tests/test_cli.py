@@ -28,6 +28,17 @@ def test_unknown_stage_is_a_clear_error():
     assert out.returncode == 2 and "unknown stage 'nope'" in out.stderr and "train_tokenizer" in out.stderr
 
 
+def test_repro_and_stage_pass_their_options_on():
+    from scalewise.cli.main import parse
+
+    args = parse(["repro", "--force", "-s", "train@var"])
+    assert args.command == "repro" and args.rest == ["--force", "-s", "train@var"]
+    args = parse(["stage", "degrade", "--params", "p.yaml"])
+    assert (args.name, args.rest) == ("degrade", ["--params", "p.yaml"])
+    out = scalewise("stage", "prepare", "--help")  # the stage's own help, not the CLI's
+    assert out.returncode == 0 and "--params" in out.stdout and "prepare.source" in out.stdout
+
+
 def test_stages_lists_dvc_stages_in_order():
     out = scalewise("stages")
     names = out.stdout.split()

@@ -29,8 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command's arguments; ``repro`` and ``stage NAME`` pass every later word on untouched
+    (argparse would take ``--force`` or ``--help`` there as its own)."""
+    if argv[:1] == ["repro"] and argv[1:2] not in (["-h"], ["--help"]):
+        return argparse.Namespace(command="repro", func=pipeline.cmd_repro, rest=argv[1:])
+    if argv[:1] == ["stage"] and len(argv) > 1 and not argv[1].startswith("-"):
+        return argparse.Namespace(command="stage", func=pipeline.cmd_stage, name=argv[1], rest=argv[2:])
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     keep_freed_memory()
     try:
         return int(args.func(args) or 0)
