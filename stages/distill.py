@@ -14,14 +14,13 @@ student measured side by side and the speed-up, and the class-mean proxy of the 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
 from scalewise.models.checkpoints import load_tokenizer, load_transformer, save_model
-from scalewise.core.config import from_dict, to_dict
+from scalewise.core.config import to_dict
 from scalewise.data.prepare import load_split
 from scalewise.training.distill import (
     DistillConfig, distill, sampling_speed, schedule_savings, student_schedule, tokenizer_psnr,
@@ -32,21 +31,19 @@ from scalewise.core.io import write_json
 from scalewise.sampling.generate import generate
 from scalewise.training.batches import encode_dataset
 from scalewise.training.transformer import class_mean_proxy, evaluate_transformer
-from scalewise.project.entry import load_params, run_main, section, tracked, write_curve
+from scalewise.project.entry import load_params, run_main, stage_config, stage_parser, tracked, write_curve
 
 VARIANT = "srdd_distilled"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap = stage_parser(__doc__)
     ap.add_argument("--tokenizer", default="models/tokenizer.pt")
     ap.add_argument("--teacher", default="models/srdd.pt", help="a Markov (mask_kind: markov) transformer")
     args = ap.parse_args()
 
     params = load_params(args.params)
-    cfg = from_dict(DistillConfig, section(params, "distill", args.params), f"{args.params}: distill")
+    cfg = stage_config(DistillConfig, params, "distill", args.params)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out_model, reports = Path(f"models/{VARIANT}.pt"), Path("reports/distill")

@@ -30,7 +30,7 @@ from scalewise.training.batches import encode_dataset
 from scalewise.training.transformer import (
     TrainConfig, VariantConfig, build_model_config, class_mean_proxy, evaluate_transformer, train_transformer,
 )
-from scalewise.project.entry import load_params, run_main, section, tracked, write_curve
+from scalewise.project.entry import load_params, run_main, section, stage_parser, tracked, write_curve
 from scalewise.project.tracking import Tracker
 
 
@@ -70,10 +70,8 @@ def sample_grid(model: ScaleTransformer, tokenizer: Tokenizer, cfg: TrainConfig,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = stage_parser(__doc__)
     ap.add_argument("--model", required=True, help="a key of params.yaml: train (var, srdd, ...): models/<model>.pt")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--tokenizer", default="models/tokenizer.pt")
     args = ap.parse_args()
 

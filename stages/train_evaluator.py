@@ -7,33 +7,28 @@ Reads ``params.yaml: train_evaluator``; writes ``models/evaluator.pt`` and
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from scalewise.core.config import from_dict, to_dict
+from scalewise.core.config import to_dict
 from scalewise.data.prepare import load_split
 from scalewise.models.evaluator import save_evaluator
 from scalewise.training.evaluator import EvaluatorConfig, train_evaluator
 from scalewise.core.io import write_json
-from scalewise.project.entry import load_params, run_main, section, tracked
+from scalewise.project.entry import load_params, run_main, stage_config, stage_parser, tracked
 
 OUT_MODEL = "models/evaluator.pt"
 OUT_METRICS = "metrics/train_evaluator.json"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    args = ap.parse_args()
+    args = stage_parser(__doc__).parse_args()
 
     params = load_params(args.params)
-    cfg = from_dict(EvaluatorConfig, section(params, "train_evaluator", args.params),
-                    f"{args.params}: train_evaluator")
+    cfg = stage_config(EvaluatorConfig, params, "train_evaluator", args.params)
     train_u8, train_labels, class_names = load_split(args.data, "train")
     test_u8, test_labels, _ = load_split(args.data, "test")
     data_hash = json.loads((Path(args.data) / "manifest.json").read_text())["content_hash"]
