@@ -1,7 +1,8 @@
 """DVC stage ``reconstruct@<model>-<task>``: restore one task's measurements with every method.
 
 Reads ``params.yaml: reconstruct`` (methods, batch size, conditioning, seed, guidance
-settings), ``data/degraded/<task>.pt``, the clean test images and ``models/<model>.pt``.
+settings over their preset), ``data/degraded/<task>.pt``, the clean test images and
+``models/<model>.pt``; the likelihood's ``sigma_y`` is the one the measurements were made with.
 Writes ``reports/reconstruct/<model>/<task>/``: one folder of PNGs per method, a
 side-by-side grid (clean | observation | each method) and ``per_image.csv``; and the DVC
 metrics ``metrics/reconstruct/<model>/<task>.json``: ``{method: {psnr, ssim, consistency,
@@ -19,13 +20,15 @@ import torch
 from tqdm import tqdm
 
 from scalewise.models.checkpoints import load_tokenizer, load_transformer
-from scalewise.core.config import from_dict, to_dict
+from scalewise.core.config import to_dict
 from scalewise.data.prepare import load_split
 from scalewise.core.images import save_grid, save_png, to_uint8, to_unit
 from scalewise.core.io import load_torch, write_json, write_text
-from scalewise.posterior.guidance import PosteriorGuidanceConfig
+from scalewise.posterior.guidance_config import guidance_config
 from scalewise.posterior.measurements import Operator
-from scalewise.posterior.restoration import ReconstructConfig, observation_image, restore, score, side_by_side
+from scalewise.posterior.restoration import (
+    ReconstructConfig, applicable_methods, observation_image, oracle_restore, restore_methods, score, side_by_side,
+)
 from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
 
 def main() -> None:
@@ -38,7 +41,7 @@ def main() -> None:
     params = load_params(args.params)
     where = f"{args.params}: reconstruct"
     cfg = stage_config(ReconstructConfig, params, "reconstruct", args.params)
-    guidance = from_dict(PosteriorGuidanceConfig, cfg.guidance, f"{where}.guidance")
+    guidance = guidance_config(cfg.guidance, f"{where}.guidance")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task_file = Path(args.degraded) / f"{args.task}.pt"
@@ -64,8 +67,17 @@ def main() -> None:
     stage_params = {"model": args.model, "task": args.task, **to_dict(cfg), "guidance": to_dict(guidance)}
     with tracked(f"reconstruct@{args.model}-{args.task}", params, stage_params) as tracker:
         tracker.set_tags({"scalewise.model": args.model, "scalewise.task": args.task})
-        for method in tqdm(cfg.methods, desc=f"{args.model}/{args.task}"):
-            res = restore(model, tokenizer, op, y.to(cfg.device), method, guidance, labels, cfg.batch_size, cfg.seed)
+        methods, skipped = applicable_methods(cfg.methods, op)
+        if skipped:
+            print(f"reconstruct@{args.model}-{args.task}: skipping {skipped}: the {op.kind} operator has no exact "
+                  "pseudo-inverse for the data-consistency projection")
+        sampled = [m for m in methods if m != "oracle"]
+        results = restore_methods(model, tokenizer, op, y.to(cfg.device), sampled, guidance, labels, cfg.batch_size,
+                                  cfg.seed, float(deg["sigma_y"]), progress=True)
+        if "oracle" in methods:
+            results["oracle"] = oracle_restore(tokenizer, clean.to(cfg.device))
+        for method in tqdm(methods, desc=f"{args.model}/{args.task}: scoring"):
+            res = results[method]
             images = res.images.cpu()
             s = score(clean, images, op, y)
             summary[method] = {k: float(v.mean()) for k, v in s.items()}

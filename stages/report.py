@@ -2,11 +2,13 @@
 
 Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{model: {setting:
 {fid, isc, kid, precision, recall, images_per_s, peak_memory_bytes, extractor, ...}}}``), reads
-``metrics/evaluate_reconstruct.json``, and writes ``reports/paper_tables.md``, ``.csv`` and
-``.tex`` (T1..T5, see :mod:`scalewise.evaluation.paper_tables`) and the sweep plots
-``reports/paper_tables/t2_masked_sweep.png`` and ``t3_cfg_sweep.png``; all logged to MLflow.
+``metrics/evaluate_reconstruct.json``, ``metrics/posterior_frontier.json`` and
+``data/degraded/manifest.json`` (T4 / T4b's test-image counts and noise), and writes
+``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1..T5 with T4b, see
+:mod:`scalewise.evaluation.paper_tables`) and the plots ``reports/paper_tables/t2_masked_sweep.png``,
+``t3_cfg_sweep.png`` and ``t4b_posterior_frontier.png``; all logged to MLflow.
 
-    python -m stages.report
+    python -m stages.report [--degraded data/degraded]
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from scalewise.core.io import atomic_path, write_json, write_text
 from scalewise.evaluation.paper_tables import (
-    T1_ROWS, TABLE_FILES, TABLE_PLOTS, TABLES, Table, build_tables, to_csv, to_latex, to_markdown,
+    FRONTIER_FILE, T1_ROWS, TABLE_FILES, TABLE_PLOTS, TABLES, MissingResult, Table, build_tables, inverse_notes,
+    to_csv, to_latex, to_markdown,
 )
 from scalewise.project.tracking import git_commit
 from scalewise.project.entry import load_params, run_main, section, tracked, stage_parser
@@ -33,30 +36,42 @@ def gather(folder: Path) -> dict:
     return out
 
 
+def _num_test(manifest: dict) -> int:
+    return sum(manifest.get("counts", {}).get("test", {}).values())
+
+
 def context(params: dict, evaluate: dict, manifest: dict, evaluator: dict | None) -> dict[str, Any]:
-    """What every table states: dataset, image size, extractor, sample counts, seeds, git commit."""
+    """What every table states: dataset, image size, extractor, seeds, git commit."""
     ev = params.get("evaluate", {})
     extractors = sorted({r.get("extractor", "?") for settings in evaluate.values() for r in settings.values()})
     classes = manifest.get("num_classes", 0)
-    n_test = sum(manifest.get("counts", {}).get("test", {}).values())
     extractor = ", ".join(extractors)
     if evaluator and "scalewise-evaluator" in extractors:
         extractor += f" (domain classifier, test accuracy {evaluator['test_acc']:.4f})"
-    sweeps = ev.get("sweeps", {}) or {}
     return {
         "dataset": f"{manifest.get('source')} ({classes} classes, hash {str(manifest.get('content_hash'))[:12]})",
         "image size": f"{manifest.get('image_size')} px, {manifest.get('channels')} channel(s)",
         "extractor": extractor,
-        "samples": f"{ev.get('samples_per_class')} per class ({ev.get('samples_per_class', 0) * classes} per "
-                   f"setting; sweeps {sweeps.get('samples_per_class')} per class) vs {n_test} test images",
         "seeds": f"evaluate {ev.get('seed')}, train {params.get('train', {}).get('common', {}).get('seed')}, "
                  f"tokenizer {params.get('train_tokenizer', {}).get('seed')}",
         "git commit": git_commit("."),
     }
 
 
+def table_notes(params: dict, manifest: dict, degraded: dict) -> dict[str, dict[str, Any]]:
+    """Each table's own notes: sample counts for the generation tables, test images and noise for T4 / T4b."""
+    ev = params.get("evaluate", {})
+    classes = manifest.get("num_classes", 0)
+    sweeps = ev.get("sweeps", {}) or {}
+    samples = {"samples": f"{ev.get('samples_per_class')} per class ({ev.get('samples_per_class', 0) * classes} "
+                          f"per setting; sweeps {sweeps.get('samples_per_class')} per class) vs "
+                          f"{_num_test(manifest)} test images"}
+    inverse = inverse_notes(degraded, _num_test(manifest))
+    return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": inverse}
+
+
 def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
-    """FID (and IS) along the T2 / T3 sweeps as PNG line plots."""
+    """FID (and IS) along the T2 / T3 sweeps and T4b's PSNR-vs-seconds frontier as PNG line plots."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +100,30 @@ def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
         ax2.set_ylabel("IS", color="C1")
         ax.set_title(t.title, fontsize=9)
         written.append(_save(fig, out / "t3_cfg_sweep.png"))
+    if "T4b" in tables:
+        written.append(_plot_frontier(tables["T4b"], out / "t4b_posterior_frontier.png"))
     return written
+
+
+def _plot_frontier(t: Table, path: Path) -> Path:
+    """PSNR against seconds per image, one panel per task, one line per model (points by cost)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    tasks = list(dict.fromkeys(r[0] for r in t.rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for model in dict.fromkeys(r[1] for r in t.rows if r[0] == task):
+            pts = sorted((r[6], r[4]) for r in t.rows if r[0] == task and r[1] == model)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor tick labels of a short log axis overlap
+        ax.set_xlabel("s/img")
+        ax.set_title(task, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("PSNR (dB)")
+    fig.suptitle(t.title, fontsize=9)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
@@ -100,6 +138,7 @@ def _save(fig, path: Path) -> Path:
 
 def main() -> None:
     ap = stage_parser(__doc__)
+    ap.add_argument("--degraded", default="data/degraded", help="the measurements (stage degrade)")
     args = ap.parse_args()
     params = load_params(args.params)
     sweep_models = (section(params, "evaluate", args.params).get("sweeps") or {}).get("models") or ["srdd"]
@@ -109,10 +148,20 @@ def main() -> None:
         raise FileNotFoundError(f"{recon_path}: missing (run `dvc repro evaluate_reconstruct`)")
     recon = json.loads(recon_path.read_text())
     manifest = json.loads((Path(args.data) / "manifest.json").read_text())
+    degraded_path = Path(args.degraded) / "manifest.json"
+    if not degraded_path.is_file():
+        raise FileNotFoundError(f"{degraded_path}: missing (run `dvc repro degrade`)")
+    degraded = json.loads(degraded_path.read_text())
+    frontier_path = Path(FRONTIER_FILE)
+    frontier = json.loads(frontier_path.read_text()) if frontier_path.is_file() else None
     ev_path = Path("metrics/train_evaluator.json")
     evaluator = json.loads(ev_path.read_text()) if ev_path.is_file() else None
     ctx = context(params, evaluate, manifest, evaluator)
-    tables = build_tables(list(TABLES), evaluate, recon, ctx, sweep_model=sweep_models[0])
+    try:
+        tables = build_tables(list(TABLES), evaluate, recon, ctx, sweep_model=sweep_models[0], frontier=frontier,
+                              table_notes=table_notes(params, manifest, degraded))
+    except MissingResult as exc:  # a KeyError: make it the stage's one-line error
+        raise ValueError(str(exc)) from exc
     with tracked("report", params, {}) as tracker:
         metrics = write_json("metrics/evaluate.json", evaluate)
         texts = (to_markdown(tables), to_csv(tables), to_latex(tables))

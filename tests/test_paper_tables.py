@@ -28,19 +28,30 @@ def _evaluate() -> dict:
 
 RECON = {v: {"sr_x4": {m: {"psnr": 14.0, "ssim": 0.5, "consistency": 1.0, "sec_per_image": 0.01, "fid": 20.0}
                        for m in ("prior", "guided")}} for v in ("var", "srdd")}
+
+
+def _point(particles: int, steps: int, psnr: float, sec: float) -> dict:
+    return {"particles": particles, "steps": steps, "psnr": psnr, "ssim": 0.5, "consistency": 0.2,
+            "sec_per_image": sec, "ratio_to_prior": sec / 0.01}
+
+
+FRONTIER = {v: {task: {"p4_s2": _point(4, 2, 16.0, 0.08), "p1_s1": _point(1, 1, 14.0, 0.01),
+                       "p2_s1": _point(2, 1, 15.0, 0.02)} for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}
 CONTEXT = {"dataset": "digits", "git commit": "abc123"}
 
 
 def test_every_table_has_its_rows_and_states_its_context():
-    tables = build_tables(list(TABLES), _evaluate(), RECON, CONTEXT)
+    tables = build_tables(list(TABLES), _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
     by = {t.key: t for t in tables}
-    assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T5"]
+    assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T4b", "T5"]
     assert [r[0] for r in by["T1"].rows] == ["VAR", "SRDD", "SRDD + simple resampling", "SRDD + masked resampling",
                                                "SRDD + MR + tuned CFG", "SRDD distilled"]
     assert by["T1"].rows[4][2] == "masked, cfg=2" and by["T1"].rows[5][8] == 5  # tuned CFG shown; distilled steps
     assert [(r[0], r[1]) for r in by["T2"].rows] == [(0.05, 1), (0.05, 2), (0.1, 1), (0.1, 2)]
     assert [r[0] for r in by["T3"].rows] == [0.0, 1.0, 2.0] and by["T3"].rows[2][2] == 8.0
     assert len(by["T4"].rows) == 4 and {r[2] for r in by["T4"].rows} == {"var", "srdd"}
+    assert len(by["T4b"].rows) == 12 and by["T4b"].rows[0] == ["deblur", "srdd", 1, 1, 14.0, 0.2, 0.01, 1.0]
+    assert [r[2:4] for r in by["T4b"].rows[:3]] == [[1, 1], [2, 1], [4, 2]]  # by cost within (task, model)
     assert by["T5"].rows[2][3] == pytest.approx((100 / 5) / (100 / 7))  # distilled speed-up vs VAR
     for t in tables:
         assert "dataset: digits" in t.notes and "git commit: abc123" in t.notes
@@ -70,6 +81,35 @@ def test_unknown_table_names_and_missing_results_are_named():
         build_tables(["T5"], {k: v for k, v in _evaluate().items() if k != "srdd_distilled"}, RECON, CONTEXT)
     with pytest.raises(MissingResult, match="no CFG sweep"):
         build_tables(["T3"], {"srdd": {"default": _result(1.0)}}, RECON, CONTEXT)
+    with pytest.raises(MissingResult, match=r"metrics/posterior_frontier\.json.*dvc repro posterior_frontier"):
+        build_tables(["T4b"], _evaluate(), RECON, CONTEXT)
+
+
+def test_t4b_renders_and_t4_states_its_own_test_images_not_the_sample_counts():
+    from stages.report import context, table_notes
+
+    params = {"evaluate": {"samples_per_class": 100, "seed": 0, "sweeps": {"samples_per_class": 50}}}
+    manifest = {"source": "digits", "num_classes": 10, "counts": {"test": {str(c): 50 for c in range(10)}}}
+    degraded = {"num_images": 64, "seed": 0, "sigma_y": 0.05, "validation_images": 64, "validation_seed": 1}
+    ctx = context(params, {"srdd": {"default": {"extractor": "x"}}}, manifest, None)
+    tables = build_tables(["T1", "T4", "T4b"], _evaluate(), RECON, ctx, frontier=FRONTIER,
+                          table_notes=table_notes(params, manifest, degraded))
+    t1, t4, t4b = tables
+    assert any(n.startswith("samples: 100 per class") for n in t1.notes)
+    for t in (t4, t4b):
+        assert not any(n.startswith("samples:") for n in t.notes)
+        assert "test images: 64 per task (a seeded random subset of the 500 test images, seed 0)" in t.notes
+        assert any("disjoint validation subset of 64 test images" in n for n in t.notes)
+        assert any(n.startswith("noise: sigma_y = 0.05") for n in t.notes)
+        assert {"dataset", "extractor", "seeds", "git commit"} <= {n.split(":")[0] for n in t.notes}
+    md = to_markdown(tables)
+    assert "## T4b: Posterior sampling frontier: PSNR vs seconds" in md
+    assert "| task | model | particles | steps per scale | PSNR (dB) | consistency | s/img | x prior |" in md
+    assert "| deblur | srdd | 4 | 2 | 16.00 | 0.2 | 0.08 | 8 |" in md
+    assert select_markdown(md, ["t4b"]).count("## T") == 1 and "## T4:" not in select_markdown(md, ["T4b"])
+    assert "## T4b" not in select_markdown(md, ["T4"])
+    assert check_names(["t4B", "T1"]) == ["T4b", "T1"]
+    assert to_latex(tables).count("\\begin{tabular}") == 3
 
 
 def test_experiment_settings_are_validated():
@@ -107,3 +147,11 @@ def test_git_commit_is_dirty_for_source_changes_not_for_pipeline_outputs(tmp_pat
     assert not git_commit(tmp_path).endswith("-dirty")  # a pipeline run rewrote its outputs
     (tmp_path / "code.py").write_text("b")
     assert git_commit(tmp_path).endswith("-dirty")
+
+
+def test_t4b_plot_has_a_panel_per_task(tmp_path):
+    from stages.report import plot_sweeps
+
+    (t4b,) = build_tables(["T4b"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
+    (path,) = plot_sweeps({"T4b": t4b}, tmp_path)
+    assert path.name == "t4b_posterior_frontier.png" and path.stat().st_size > 0

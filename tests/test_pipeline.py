@@ -89,7 +89,8 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     reconstruct = {f"reconstruct@{v}-{t}" for v in ("var", "srdd") for t in ("box_inpaint", "sr_x4")}
     assert set(children) == {"prepare", "train_tokenizer", "train@var", "train@srdd", "degrade",
                              "reconstruct_summary", "train_evaluator", "distill", "evaluate@var", "evaluate@srdd",
-                             "evaluate@srdd_distilled", "evaluate_reconstruct", "report"} | reconstruct
+                             "evaluate@srdd_distilled", "evaluate_reconstruct", "posterior_frontier",
+                             "report"} | reconstruct
     rec = children["reconstruct@srdd-sr_x4"]
     assert rec.data.tags["scalewise.task"] == "sr_x4" and rec.data.params["guidance.grad_steps"] == "1"
     assert {"guided/psnr", "prior/consistency", "clamp_guided/ssim"} <= set(rec.data.metrics)

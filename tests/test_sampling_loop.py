@@ -45,7 +45,7 @@ class Recorder(ScaleHooks):
         self.calls.append(("tokens", si))
         return torch.full_like(tokens_Bl, 5) if si == 2 else tokens_Bl
 
-    def on_scale_end(self, si) -> None:
+    def on_scale_end(self, si, f_hat_BChw=None) -> None:
         self.calls.append(("end", si))
 
 

@@ -13,7 +13,8 @@ import time
 import torch
 
 from scalewise.bench.sample import BenchModel, _sync, measured_peak
-from scalewise.posterior.guidance import METHODS, PosteriorGuidanceConfig
+from scalewise.posterior.guidance import METHODS
+from scalewise.posterior.guidance_config import PosteriorGuidanceConfig
 from scalewise.posterior.tasks import standard_task, task_operator
 from scalewise.posterior.restoration import method_flags, make_sampler
 from scalewise.models.tokenizer import Tokenizer
@@ -59,7 +60,8 @@ def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batc
     return {
         "task": task, "operator": spec["kind"], "mask_kind": model.cfg.mask_kind, "batch_size": batch, "device": str(dev),
         "threads": torch.get_num_threads(), "runs": runs, "image_size": size, "tokens": model.cfg.num_tokens,
-        "grad_steps": config.grad_steps, "relax": config.relax,
+        "preset": config.preset, "grad_steps": config.grad_steps, "guide_from_scale": config.guide_from_scale,
+        "estimate": config.estimate, "particles": config.particles, "relax": config.relax,
         "sec_per_image": sec, "ms_per_image": {m: s * 1e3 for m, s in sec.items()},
         "ratio_to_prior": {m: s / base for m, s in sec.items()} if base else {},
         "peak_memory_bytes": peaks,

@@ -68,9 +68,10 @@ def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
 
     from scalewise.bench.restore import bench_restore, random_models
     from scalewise.models.checkpoints import load_tokenizer, load_transformer
-    from scalewise.posterior.guidance import PosteriorGuidanceConfig
+    from scalewise.posterior.guidance_config import guidance_config
 
-    config = PosteriorGuidanceConfig(grad_steps=args.grad_steps, guide_from_scale=args.guide_from_scale)
+    over = {k: getattr(args, k) for k in ("grad_steps", "guide_from_scale") if getattr(args, k) is not None}
+    config = guidance_config({"preset": args.preset, **over}, "scalewise bench restore")
     methods = tuple(m for m in args.methods.split(",") if m)
     if (args.model is None) != (args.tokenizer is None):
         raise ValueError("bench restore: give both --model and --tokenizer, or neither (random weights)")
@@ -117,8 +118,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default="box_inpaint,sr_x4", help="bench restore: comma-separated tasks "
                    "(box_inpaint, random_inpaint, outpaint, sr_x2, sr_x4, deblur)")
     p.add_argument("--methods", default="prior,clamp,guided,clamp+guided", help="bench restore: methods")
-    p.add_argument("--grad-steps", type=int, default=1, help="bench restore: guidance gradient steps per scale")
-    p.add_argument("--guide-from-scale", type=int, default=4, help="bench restore: first guided scale (0-based)")
+    p.add_argument("--preset", default="default", help="bench restore: guidance preset (default | fast)")
+    p.add_argument("--grad-steps", type=int, default=None, help="bench restore: gradient steps per guided scale "
+                   "(default: the preset's)")
+    p.add_argument("--guide-from-scale", type=int, default=None, help="bench restore: first guided scale (0-based; "
+                   "default: the preset's)")
     p.add_argument("--model", default=None, help="bench restore: a transformer checkpoint instead of random weights")
     p.add_argument("--tokenizer", default=None, help="bench restore: the tokenizer checkpoint (with --model)")
     p.add_argument("--json", default=None, help="also write the JSON list here")

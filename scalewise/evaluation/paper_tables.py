@@ -5,6 +5,8 @@ and LaTeX (pure functions: the ``report`` stage reads the files and writes the o
   distilled SRDD: FID, IS, KID, precision, recall, steps, img/s, peak memory.
 - ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep.
 - ``T4`` inverse problems: task x method x model: PSNR, SSIM, FID, consistency, s/img.
+- ``T4b`` posterior-sampling frontier: task x model x (particles, steps per scale): PSNR,
+  consistency, s/img and the cost as a multiple of the unguided prior's.
 - ``T5`` efficiency: VAR vs SRDD vs distilled: img/s, attention-cache bytes, peak memory.
 """
 
@@ -16,10 +18,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-TABLES = ("T1", "T2", "T3", "T4", "T5")  # written by the `report` stage
+TABLES = ("T1", "T2", "T3", "T4", "T4b", "T5")  # written by the `report` stage
 ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
-TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # T1..T5
-TABLE_PLOTS = "reports/paper_tables"  # the sweep plots of T2 / T3
+TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # TABLES
+TABLE_PLOTS = "reports/paper_tables"  # the plots of T2 / T3 (sweeps) and T4b (frontier)
+FRONTIER_FILE = "metrics/posterior_frontier.json"  # T4b's source, written by the `posterior_frontier` stage
 
 # T1 rows: (label, model, setting)
 T1_ROWS = (
@@ -53,12 +56,14 @@ class Table:
 
 
 def check_names(names: list[str], allowed: tuple[str, ...] = TABLES) -> list[str]:
-    """Validate table names (case-insensitive); raise ValueError naming the unknown ones. Empty = all."""
+    """Validate table names (case-insensitive: ``t4b`` is ``T4b``); raise ValueError naming the unknown
+    ones. Returns the names as spelled in ``allowed``; empty = all."""
+    spelled = {n.upper(): n for n in allowed}
     wanted = [n.strip().upper() for n in names if n.strip()]
-    unknown = [n for n in wanted if n not in allowed]
+    unknown = [n for n in wanted if n not in spelled]
     if unknown:
         raise ValueError(f"unknown table name(s) {unknown}; allowed: {list(allowed)}")
-    return wanted or list(allowed)
+    return [spelled[n] for n in wanted] or list(allowed)
 
 
 def _result(evaluate: dict, model: str, setting: str) -> dict:
@@ -127,6 +132,37 @@ def t4_inverse(recon: dict) -> Table:
     return t
 
 
+def inverse_notes(degraded: dict, num_test: int | None = None) -> dict[str, str]:
+    """T4 / T4b's own notes from ``data/degraded/manifest.json`` (``degraded``): test images per task,
+    the validation subset the posterior settings were tuned on, and the measurement noise."""
+    pool = f" of the {num_test} test images" if num_test else " of the test split"
+    notes = {"test images": f"{degraded.get('num_images')} per task (a seeded random subset{pool}, "
+                            f"seed {degraded.get('seed')})"}
+    n_val = degraded.get("validation_images", 0)
+    notes["tuning"] = (f"posterior settings tuned on a disjoint validation subset of {n_val} test images "
+                       f"(seed {degraded.get('validation_seed')}), never on the reported ones" if n_val else
+                       "no validation subset (degrade.validation_images: 0): posterior settings not tuned "
+                       "on held-out images")
+    notes["noise"] = f"sigma_y = {degraded.get('sigma_y')} (std of Gaussian noise on A(x), images in [-1, 1])"
+    return notes
+
+
+def t4b_frontier(frontier: dict | None) -> Table:
+    """PSNR vs seconds per image of posterior sampling: one row per (task, model, setting)."""
+    t = Table("T4b", "Posterior sampling frontier: PSNR vs seconds",
+              ["task", "model", "particles", "steps per scale", "PSNR (dB)", "consistency", "s/img", "x prior"])
+    if not frontier:
+        raise MissingResult(f"{FRONTIER_FILE} is missing or empty (run `dvc repro posterior_frontier`)")
+    tasks = sorted({task for v in frontier.values() for task in v})
+    for task in tasks:
+        for model in sorted(frontier):
+            settings = frontier[model].get(task, {})
+            for _, r in sorted(settings.items(), key=lambda kv: (kv[1]["particles"], kv[1]["steps"], kv[0])):
+                t.rows.append([task, model, r["particles"], r["steps"], r["psnr"], r["consistency"],
+                               r["sec_per_image"], r["ratio_to_prior"]])
+    return t
+
+
 def t5_efficiency(evaluate: dict) -> Table:
     t = Table("T5", "Efficiency (default sampling setting)",
               ["model", "steps", "img/s", "speed-up vs VAR", "attention cache (bytes)", "peak MiB"])
@@ -139,20 +175,25 @@ def t5_efficiency(evaluate: dict) -> Table:
 
 
 def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[str, Any],
-                 sweep_model: str = "srdd") -> list[Table]:
+                 sweep_model: str = "srdd", frontier: dict | None = None,
+                 table_notes: dict[str, dict[str, Any]] | None = None) -> list[Table]:
     """The tables ``names`` (see :data:`TABLES`); every table carries the ``context`` notes.
 
-    ``context`` holds what a reader needs to compare numbers: dataset, image size, extractor,
-    sample counts, seeds, git commit. Raises :class:`MissingResult` naming an absent result.
+    ``context`` holds what a reader needs to compare numbers of any table: dataset, image size,
+    extractor, seeds, git commit. ``table_notes`` adds one table's own notes after them (keyed by
+    table name: the sample counts of the generation tables, :func:`inverse_notes` for T4 / T4b).
+    ``frontier`` is ``metrics/posterior_frontier.json`` for T4b. Raises :class:`MissingResult`
+    naming an absent result.
     """
     builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
                 "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
-                "T5": lambda: t5_efficiency(evaluate)}
+                "T4b": lambda: t4b_frontier(frontier), "T5": lambda: t5_efficiency(evaluate)}
     notes = [f"{k}: {v}" for k, v in context.items()]
     tables = []
     for name in check_names(names):
         table = builders[name]()
-        table.notes = notes + table.notes
+        own = [f"{k}: {v}" for k, v in (table_notes or {}).get(name, {}).items()]
+        table.notes = notes + own + table.notes
         tables.append(table)
     return tables
 
@@ -221,8 +262,8 @@ def to_latex(tables: list[Table]) -> str:
 
 
 def select_markdown(markdown: str, names: list[str]) -> str:
-    """The sections ``## T<n>: ...`` of a rendered tables file for the tables ``names``."""
+    """The sections ``## T<n>: ...`` / ``## T<n><letter>: ...`` of a rendered tables file for the tables ``names``."""
     wanted = set(check_names(names, ALL_TABLES))
-    head, *sections = re.split(r"(?m)^(?=## T\d+: )", markdown)
+    head, *sections = re.split(r"(?m)^(?=## T\d+[a-z]?: )", markdown)
     kept = [s for s in sections if s[3:].split(":", 1)[0] in wanted]
     return head + "".join(kept)

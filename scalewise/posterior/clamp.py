@@ -1,51 +1,69 @@
 """Token clamping (VAR-style zero-shot editing): the observation's known tokens per scale.
 
-For masks, a token is known where ``known_fraction`` or more of its footprint is observed; for
-super-resolution and deblurring, every token of the scales below the measurement's Nyquist
-limit is known.
+The observation is completed to a full image first (:func:`complete_observation`: masks get
+every unobserved pixel filled by biharmonic inpainting; other kinds use the operator's
+pseudo-inverse) and encoded; the plan then says which of those tokens to trust.
+For masks, a token is known where ``known_fraction`` or more of its footprint is observed, or
+where its footprint holds at least ``min_observed`` observed pixels; for super-resolution and
+deblurring, every token of the scales below the measurement's Nyquist limit is known.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from scalewise.models.tokenizer import Tokenizer, area_down
+from scalewise.posterior.classical import biharmonic_inpaint
 from scalewise.posterior.measurements import Operator
 
 
-def fill_unknown(y_BCHW: torch.Tensor, mask_B1HW: torch.Tensor, passes: int = 6) -> torch.Tensor:
-    """Fill unobserved pixels by normalised convolution (growing 3x3 averages of known pixels)."""
-    x, m = y_BCHW * mask_B1HW, mask_B1HW.expand_as(y_BCHW).float()
-    C = x.shape[1]
-    k = torch.ones(C, 1, 3, 3, dtype=x.dtype, device=x.device)
-    filled_x, filled_m = x, m
-    for _ in range(passes):
-        num = F.conv2d(filled_x, k, padding=1, groups=C)
-        den = F.conv2d(filled_m, k, padding=1, groups=C)
-        est = num / den.clamp_min(1e-6)
-        new_m = (den > 0).float()
-        filled_x = torch.where(filled_m > 0, filled_x, est * new_m)
-        filled_m = torch.maximum(filled_m, new_m)
-    return torch.where(filled_m > 0, filled_x, torch.zeros_like(filled_x))
+@torch.no_grad()
+def complete_observation(operator: Operator, y: torch.Tensor) -> torch.Tensor:
+    """The observation as a full image (B, C, H, W) in [-1, 1]: what :func:`clamp_plan` encodes.
+
+    Mask kinds: ``y`` with every unobserved pixel filled by biharmonic inpainting (a smooth
+    continuation of the observed pixels, so an outpainted half continues the background instead
+    of turning mid-grey). Other kinds: the operator's pseudo-inverse.
+    """
+    obs = operator.pinv(y)
+    mask = operator.known_mask()
+    if mask is not None:
+        obs = biharmonic_inpaint(obs, mask.to(obs))
+    return obs.clamp(-1, 1)
 
 
 @torch.no_grad()
-def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor,
-               known_fraction: float = 0.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per scale: (tokens (B, p*p), known (B, p*p) bool) from encoding the observation."""
+def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_fraction: float = 0.5,
+               min_observed: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per scale: (tokens (B, p*p), known (B, p*p) bool) from encoding the completed observation.
+
+    Mask kinds: a token of a p x p scale covers a footprint of ``(H / p)^2`` pixels. It is known
+    when (1) at least ``known_fraction`` of its footprint is observed, or (2) its footprint holds
+    at least ``min_observed`` observed pixels (0 turns rule 2 off): many observed pixels pin a
+    coarse token down even when they are a small fraction of it (a random mask with 30% observed
+    has no footprint at 50%). Other kinds: every token of the scales with ``p / p_last <=
+    operator.band`` is known.
+    """
+    if not 0.0 < known_fraction <= 1.0:
+        raise ValueError(f"known_fraction must lie in (0, 1], got {known_fraction}")
+    if min_observed < 0:
+        raise ValueError(f"min_observed must be >= 0 observed pixels (0 turns the rule off), got {min_observed}")
+    obs = complete_observation(operator, y)
     mask = operator.known_mask()
-    obs = operator.pinv(y)
     if mask is not None:
-        obs = fill_unknown(obs, mask.to(obs))
-    idx_maps = tokenizer.encode(obs.clamp(-1, 1))
+        mask = mask.to(obs)
+    idx_maps = tokenizer.encode(obs)
     pn = tokenizer.patch_nums
+    size = obs.shape[-1]
     plan = []
     for si, p in enumerate(pn):
         tokens = idx_maps[si].flatten(1)
         if mask is not None:
-            frac = area_down(mask.to(obs).expand(obs.shape[0], 1, -1, -1), p).flatten(1)
+            frac = area_down(mask.expand(obs.shape[0], 1, -1, -1), p).flatten(1)  # (B, p*p) observed fraction
             known = frac >= known_fraction - 1e-6
+            if min_observed > 0:
+                observed = frac * (size / p) ** 2  # observed pixels per footprint
+                known = known | (observed >= min_observed - 1e-3)
         else:
             full = p / pn[-1] <= operator.band + 1e-6
             known = torch.full_like(tokens, full, dtype=torch.bool)

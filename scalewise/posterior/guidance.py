@@ -1,25 +1,33 @@
 """Gradient-guided posterior sampling through the scales, and the zero-shot clamp baseline.
 
-At every scale k the sampler computes the (CFG-combined) logits of scale k, relaxes them to
-soft tokens (Gumbel-softmax or straight-through, :mod:`.relax`), decodes the coarse estimate
-``x_hat_k = D(f_hat_{<k} + phi(up(soft_k)))`` from the already-sampled coarser scales plus
-the soft current scale, measures the filtered residual ``F_k(A(x_hat_k) - y)``, and moves the
-logits (only the logits: the transformer is not differentiated) down the gradient of that
-loss, ``grad_steps`` times. Then it samples scale k's tokens from the updated logits and goes
-on, as in unguided sampling. With ``dps_norm`` the step is divided by each sample's own
-residual norm (DPS, Chung et al. 2023): the update is ``alpha_k * grad ||r_b||``.
+At every guided scale k the sampler takes the (CFG-combined) logits ``z`` of scale k and
+draws one Gumbel noise ``g``. It relaxes the scale to soft tokens ``softmax((z + g) / tau)``,
+builds the **full-image estimate** ``x0 = D(f_hat_{<k} + phi(up(soft_k)) + f_{>k})``, where
+``f_{>k}`` completes the scales not yet sampled with the model's most likely tokens
+(:func:`scalewise.sampling.complete.complete_scales`; ``estimate: partial`` drops it), and
+moves the logits down the gradient of the Gaussian negative log-likelihood
+``||A(x0) - y||^2 / (2 sigma_y^2)`` (``alpha`` = 1: the exact first-order tilt of the token
+distribution). It re-linearises ``steps_at(k)`` times (more at the fine scales), stopping a
+sample's updates once ``||A(x0) - y||`` reaches ``stop_at_noise`` times the noise norm
+``sigma_y sqrt(m)``. The token is then drawn from the same perturbed logits the gradient was
+taken at: ``argmax(log p'(z') + g)`` (Gumbel-max with the same ``g``).
 
-``clamp`` (VAR-style zero-shot editing, :mod:`.clamp`) teacher-forces, at every scale, the
-tokens of the encoded observation where they are known. ``clamp`` and guidance combine
-(``clamp+guided``).
+After the draw, **measurement-aware masked resampling** (``resample: masked``,
+``resample_select: lowest``) re-masks the tokens least likely under the guided distribution
+(prior x likelihood), re-predicts them with the model's masked objective given the rest
+(clamped tokens are revealed and never re-masked) and guides the re-prediction likewise.
 
-The scales run through the sampling loop of plain generation
-(:func:`scalewise.sampling.loop.run_scales`): guidance is its ``on_logits`` hook, clamping its
-``on_tokens`` hook, and token resampling (``resample``: simple or masked, from scale 0 on) is
-the loop's own. Masked resampling re-predicts low-probability tokens with the model alone
-(the guidance tilts each scale's first prediction), and clamped tokens override resampled
-ones. Per scale, random numbers are drawn in this order: the Gumbel noise of the guidance
-(guided scales only), the draw, the resampling.
+With ``particles`` N > 1 every measurement carries N samples; between scales they are
+reweighted by the likelihood of their full-image estimates and resampled (:mod:`.particles`).
+The result holds the best-consistency particle (``guided``) and the weighted particle mean
+(``guided_mean``, an MMSE estimate).
+
+``clamp`` (VAR-style zero-shot editing, :mod:`.clamp`) teacher-forces the observation's known
+tokens at every scale; it combines with guidance (``clamp+guided``).
+
+Everything runs inside the sampling loop of plain generation
+(:func:`scalewise.sampling.loop.run_scales`) as its hooks. With ``alpha = 0`` (or
+``guided=False``) no random number is drawn by the hooks: the result equals prior sampling.
 """
 
 from __future__ import annotations
@@ -30,136 +38,49 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from scalewise.core.config import check_choice
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
 from scalewise.posterior.clamp import clamp_plan, clamp_tokens
-from scalewise.posterior.filters import FrequencyAwareFilter
-from scalewise.posterior.measurements import Operator
-from scalewise.posterior.relax import RELAXATIONS, gumbel_noise, relaxed_tokens
-from scalewise.sampling.logits import CFG_SCHEDULES, check_sampling_args
-from scalewise.sampling.loop import ScaleHooks, ScaleSettings, run_scales
-from scalewise.sampling.resample import RESAMPLE_KINDS, Resample
+from scalewise.posterior.guidance_config import PosteriorGuidanceConfig
+from scalewise.posterior.measurement_model import MeasurementModel
+from scalewise.posterior.particles import (
+    effective_sample_size, flat_ancestors, normalised_weights, systematic_resample, weighted_mean,
+)
+from scalewise.posterior.relax import gumbel_noise, relaxed_tokens
+from scalewise.sampling.complete import complete_scales
+from scalewise.sampling.loop import LoopState, ScaleHooks, run_scales
 from scalewise.sampling.runner import check_pair
 
-ALPHA_SCHEDULES = ("constant", "increasing", "decreasing")
-GRAD_WRT = ("probs", "logits")
-METHODS = ("prior", "clamp", "guided", "clamp+guided")
-POSTERIOR_RESAMPLE = tuple(k for k in RESAMPLE_KINDS if k != "none")
-
-
-@dataclass
-class PosteriorGuidanceConfig:
-    """Settings of :class:`GradientGuidedSampler` (params: ``reconstruct.guidance``)."""
-
-    cfg: float = 1.5  # classifier-free guidance (only with class labels)
-    cfg_schedule: str = "linear"
-    alpha: float = 300.0  # gradient scale (tuned on mnist5k; see the README)
-    alpha_schedule: str = "constant"  # constant | increasing | decreasing over the scales
-    grad_steps: int = 1  # gradient steps on each scale's logits
-    grad_clip: float = 0.0  # per-sample max norm of a logit update (0 = off)
-    relax: str = "gumbel"  # gumbel | straight_through
-    grad_wrt: str = "probs"  # probs: first-order posterior tilt of the logits | logits: chain rule through softmax
-    tau: float = 1.0  # Gumbel-softmax / straight-through temperature
-    dps_norm: bool = True  # divide by each sample's residual norm
-    low_band_weight: float = 1.0
-    high_band_weight: float = 0.0
-    filter: bool = True  # frequency-aware filtering of coarse scales
-    guide_from_scale: int = 4  # first scale (0-based) that is guided; coarser ones come from the prior
-    top_k: int = 0
-    top_p: float = 0.0
-    temperature: float = 1.0
-    resample: str = "simple"  # simple | masked (needs a model trained with masked_objective)
-    resample_threshold: float = 0.0  # resample tokens below this probability, from scale 0 on (0 = off)
-    resample_iters: int = 0  # 0 = off
-    clamp_known: float = 0.5  # clamp: a token is known when this fraction of its footprint is observed
-    track_loss: bool = False  # also measure each scale's loss after its update (one more decode per scale)
-
-    def __post_init__(self) -> None:
-        check_sampling_args(self.cfg, self.top_k, self.top_p, self.temperature)
-        for name, allowed in (("cfg_schedule", CFG_SCHEDULES), ("alpha_schedule", ALPHA_SCHEDULES),
-                              ("relax", RELAXATIONS), ("grad_wrt", GRAD_WRT), ("resample", POSTERIOR_RESAMPLE)):
-            check_choice(name, getattr(self, name), allowed)
-        if self.alpha < 0 or self.grad_steps < 0 or self.grad_clip < 0 or self.tau <= 0:
-            raise ValueError("alpha, grad_steps and grad_clip must be >= 0 and tau > 0")
-        if not 0.0 < self.clamp_known <= 1.0:
-            raise ValueError(f"clamp_known must lie in (0, 1], got {self.clamp_known}")
-        if not 0.0 <= self.resample_threshold <= 1.0 or self.resample_iters < 0:
-            raise ValueError(f"resample_threshold must lie in [0, 1] and resample_iters be >= 0, "
-                             f"got {self.resample_threshold} and {self.resample_iters}")
-
-    def resampling(self) -> Resample:
-        """The loop's token resampling: off when ``resample_threshold`` or ``resample_iters`` is 0."""
-        on = self.resample_threshold > 0 and self.resample_iters > 0
-        return Resample(kind=self.resample if on else "none", threshold=self.resample_threshold,
-                        iters=self.resample_iters, min_scale=0)
-
-    def sampling(self, conditional: bool) -> ScaleSettings:
-        """The loop's settings; CFG only with class labels (``conditional``)."""
-        return ScaleSettings(self.cfg if conditional else 0.0, self.cfg_schedule, self.top_k, self.top_p,
-                             self.temperature, self.resampling())
-
-    def alpha_at(self, si: int, num_scales: int) -> float:
-        """Gradient scale of scale ``si``: constant, rising to ``alpha`` or falling from it."""
-        if si < self.guide_from_scale:
-            return 0.0
-        if self.alpha_schedule == "increasing":
-            return self.alpha * (si + 1) / num_scales
-        if self.alpha_schedule == "decreasing":
-            return self.alpha * (num_scales - si) / num_scales
-        return self.alpha
-
-
-class MeasurementModel:
-    """``y = A(x) + noise`` with a frequency-aware filter: the per-scale guidance loss."""
-
-    def __init__(self, operator: Operator, filter: FrequencyAwareFilter | None = None,
-                 low_band_weight: float = 1.0, high_band_weight: float = 0.0):
-        self.operator = operator
-        self.filter = filter
-        self.low_band_weight = low_band_weight
-        self.high_band_weight = high_band_weight
-
-    def residual(self, x_BCHW: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.operator(x_BCHW) - y
-
-    def residual_norm(self, x_BCHW: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``||A(x) - y||`` per sample (B,), full band."""
-        return self.residual(x_BCHW, y).flatten(1).norm(dim=1)
-
-    def loss(self, x_BCHW: torch.Tensor, y: torch.Tensor, si: int) -> torch.Tensor:
-        """Weighted squared norm of the filtered residual at scale ``si``, per sample (B,)."""
-        r = self.residual(x_BCHW, y)
-        if self.filter is None:
-            return r.flatten(1).pow(2).sum(1)
-        low, high = self.filter.split(r, si)
-        # area-averaging shrinks a band's energy by the pixel ratio: restore it
-        ratio = r[0].numel() / low[0].numel()
-        out = self.low_band_weight * ratio * low.flatten(1).pow(2).sum(1)
-        if self.high_band_weight:
-            out = out + self.high_band_weight * high.flatten(1).pow(2).sum(1)
-        return out
+METHODS = ("prior", "clamp", "guided", "clamp+guided")  # sampling runs; restoration adds derived methods
 
 
 @dataclass
 class PosteriorSample:
-    images: torch.Tensor  # (B, C, H, W) in [-1, 1]
-    tokens: list[torch.Tensor]  # K index maps (B, p_k, p_k)
-    loss_by_scale: list[torch.Tensor]  # guidance loss per scale before/after the update: (2, B)
+    images: torch.Tensor  # (B, C, H, W) in [-1, 1]: the best-consistency particle
+    mean_images: torch.Tensor  # (B, C, H, W): the weighted particle mean (= images for N = 1)
+    tokens: list[torch.Tensor]  # K index maps (B, p_k, p_k) of the best particle
+    loss_by_scale: list[torch.Tensor]  # per guided scale: the data term before/after its updates (2, B*N)
     seconds: float = 0.0
-    resample_iters: list[int] = field(default_factory=list)  # resampling iterations run per scale
+    resample_iters: list[int] = field(default_factory=list)  # masked-resampling iterations run per scale
+    steps_by_scale: list[int] = field(default_factory=list)  # gradient steps taken per scale (max over samples)
+    weights: torch.Tensor | None = None  # (B, N) final particle weights
+    particle_images: torch.Tensor | None = None  # (B, N, C, H, W)
+    resampled_at: list[int] = field(default_factory=list)  # scales after which the particles were resampled
 
 
 class GradientGuidedSampler:
     """Posterior sampling ``x ~ p(x | y)`` with a trained transformer + tokenizer.
 
     Works with any mask kind (VAR ``causal``, SRDD ``markov``/``markov_prev``); batched, with
-    a per-sample residual norm.
+    per-sample step sizes and stopping.
     """
 
     def __init__(self, model: ScaleTransformer, tokenizer: Tokenizer, measurement: MeasurementModel,
                  config: PosteriorGuidanceConfig | None = None):
         check_pair(model, tokenizer)
+        if not isinstance(measurement, MeasurementModel):
+            raise TypeError(f"measurement must be a MeasurementModel (wrap a callable A as MeasurementModel(A, "
+                            f"sigma_y=...)), got {type(measurement).__name__}")
         self.config = config or PosteriorGuidanceConfig()
         self.config.resampling().check_model(model)
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
@@ -175,92 +96,229 @@ class GradientGuidedSampler:
             clamp: teacher-force the observation's known tokens (zero-shot baseline).
         Returns: a :class:`PosteriorSample` (images in [-1, 1], (B, C, H, W)).
         """
-        model, cfg = self.model, self.config
-        op = self.measurement.operator
-        op.check_y(y)
+        model, cfg, meas = self.model, self.config, self.measurement
+        meas.check_y(y)
         device = next(model.parameters()).device
         B, K = y.shape[0], len(model.cfg.patch_nums)
         if guided and cfg.grad_steps > 0 and cfg.alpha > 0 and cfg.guide_from_scale >= K:
             raise ValueError(f"guide_from_scale={cfg.guide_from_scale} but the model has {K} scales (0..{K - 1}): "
                              "nothing would be guided; lower guide_from_scale")
+        if clamp and not meas.can_clamp:
+            raise ValueError("clamping needs the operator's known_mask or band, and a pinv: pass them to "
+                             "MeasurementModel(operator, known_mask=..., pinv=...) or use guided alone")
         if labels is None:
             labels_B = torch.full((B,), model.num_classes, dtype=torch.long, device=device)
         else:
             labels_B = torch.as_tensor(labels, dtype=torch.long, device=device).flatten()
             if labels_B.numel() != B:
                 raise ValueError(f"got {labels_B.numel()} labels for {B} measurements")
+        N = cfg.particles if guided else 1
+        rows = torch.arange(B).repeat_interleave(N)
+        y_rows = y[rows.to(y.device)]
+        meas_rows = meas.select(rows) if N > 1 else meas
         gen = torch.Generator(device=device).manual_seed(seed)
-        plan = clamp_plan(self.tokenizer, op, y, cfg.clamp_known) if clamp else None
-        hooks = _GuidanceHooks(self, y, guided, plan, gen)
+        plan = None
+        if clamp:
+            plan = clamp_plan(self.tokenizer, meas, y, cfg.clamp_known, cfg.clamp_min_observed)
+            plan = [(t[rows.to(t.device)], k[rows.to(k.device)]) for t, k in plan]
+        hooks = _GuidanceHooks(self, meas_rows, y_rows, guided, plan, gen, B, N)
         t0 = time.perf_counter()
-        out = run_scales(model, self.tokenizer, labels_B, cfg.sampling(labels is not None), gen, hooks)
-        return PosteriorSample(out.images, out.tokens, hooks.losses, time.perf_counter() - t0, out.resample_iters)
+        out = run_scales(model, self.tokenizer, labels_B[rows.to(device)], cfg.sampling(labels is not None), gen, hooks)
+        images_BN = out.images.view(B, N, *out.images.shape[1:])
+        consistency_BN = meas_rows.residual_norm(out.images, y_rows).view(B, N)
+        best_B = consistency_BN.argmin(dim=1)
+        w_BN = hooks.final_weights(out.f_hat)
+        best_rows = best_B + N * torch.arange(B, device=best_B.device)
+        return PosteriorSample(
+            images=images_BN[torch.arange(B), best_B], mean_images=weighted_mean(images_BN, w_BN.to(images_BN)),
+            tokens=[t[best_rows] for t in out.tokens], loss_by_scale=hooks.losses,
+            seconds=time.perf_counter() - t0, resample_iters=out.resample_iters, steps_by_scale=hooks.steps,
+            weights=w_BN, particle_images=images_BN, resampled_at=hooks.resampled_at)
 
-    def _guide(self, logits_BlV: torch.Tensor, f_hat_prev: torch.Tensor, y: torch.Tensor, si: int, p: int,
-               alpha: float, gen: torch.Generator, clamped: tuple[torch.Tensor, torch.Tensor] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``grad_steps`` updates of scale ``si``'s logits; returns (logits, loss before/after (2, B)).
 
-        ``clamped`` (tokens (B, l), known (B, l) bool): the clamp baseline's tokens; the estimate
-        then holds them (one-hot) where known, so the free tokens are guided given the clamp.
+class _GuidanceHooks(ScaleHooks):
+    """One batch's guidance, draws, clamping and particle resampling in the scale loop."""
+
+    def __init__(self, sampler: GradientGuidedSampler, meas: MeasurementModel, y: torch.Tensor, guided: bool,
+                 plan: list[tuple[torch.Tensor, torch.Tensor]] | None, generator: torch.Generator, B: int, N: int):
+        self.sampler, self.meas, self.y, self.guided, self.plan = sampler, meas, y, guided, plan
+        self.generator, self.B, self.N = generator, B, N
+        self.cfg = sampler.config
+        self.num_scales = len(sampler.model.cfg.patch_nums)
+        self.noise_norm = meas.noise_norm(y)  # (B*N,)
+        self.losses: list[torch.Tensor] = []
+        self.steps: list[int] = []
+        self.resampled_at: list[int] = []
+        self.state: LoopState | None = None
+        self.noise: torch.Tensor | None = None  # this scale's Gumbel noise (B*N, l, V)
+        self.f_prev: torch.Tensor | None = None
+        self.tokens: torch.Tensor | None = None
+        self.log_w = torch.zeros(B, N, device=y.device)
+        self.nll_prev = torch.zeros(B * N, device=y.device)
+        self._order: torch.Tensor | None = None
+
+    def on_bind(self, state: LoopState) -> None:
+        self.state = state
+
+    # -- guidance
+
+    def _active(self, si: int) -> bool:
+        return (self.guided and self.cfg.alpha_at(si, self.num_scales) > 0
+                and self.cfg.steps_at(si, self.num_scales) > 0)
+
+    def on_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
+        self.f_prev, self.noise = f_hat_BChw, None
+        if not self._active(si):
+            self.steps.append(0)
+            return logits_BlV
+        self.noise = gumbel_noise(logits_BlV.shape, self.generator, logits_BlV.device)
+        fixed = None if self.plan is None else self.plan[si]
+        z, pair, steps = self._guide(si, p, logits_BlV, f_hat_BChw, self.noise, fixed,
+                                     self.cfg.steps_at(si, self.num_scales))
+        self.losses.append(pair)
+        self.steps.append(steps)
+        return z
+
+    def on_refine_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor,
+                         tokens_Bl: torch.Tensor, revealed_Bl: torch.Tensor) -> torch.Tensor:
+        if not self._active(si):
+            return logits_BlV
+        noise = gumbel_noise(logits_BlV.shape, self.generator, logits_BlV.device)
+        z, _, _ = self._guide(si, p, logits_BlV, f_hat_BChw, noise, (tokens_Bl, revealed_Bl),
+                              max(1, self.cfg.steps_at(si, self.num_scales) // 2))
+        return z
+
+    def draw(self, si: int, probs_BlV: torch.Tensor) -> torch.Tensor | None:
+        if self.noise is None:
+            return None
+        return (probs_BlV.clamp_min(1e-30).log() + self.noise).argmax(-1)  # Gumbel-max with the gradient's noise
+
+    def pinned(self, si: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None if self.plan is None else self.plan[si]
+
+    def on_tokens(self, si: int, tokens_Bl: torch.Tensor) -> torch.Tensor:
+        tokens_Bl = tokens_Bl if self.plan is None else clamp_tokens(tokens_Bl, self.plan[si])
+        self.tokens = tokens_Bl
+        return tokens_Bl
+
+    def _estimate(self, si: int, f_prev: torch.Tensor, probs_BlV: torch.Tensor, p: int,
+                  rest: torch.Tensor | None) -> torch.Tensor:
+        """The image estimate (B, C, H, W), differentiable in ``probs``."""
+        q = self.sampler.tokenizer.quantize
+        f_k = q.add_scale(f_prev, si, q.soft_embed(probs_BlV, p))
+        if rest is not None:
+            f_k = f_k + rest
+        return self.sampler.tokenizer.f_to_img(f_k, clamp=False)
+
+    def _rest(self, si: int, f_prev: torch.Tensor, hard_Bl: torch.Tensor) -> torch.Tensor | None:
+        """``f_{>si}``: what the look-ahead adds after scale si's ``hard`` tokens (None: partial estimate)."""
+        if self.cfg.estimate != "complete" or si == self.num_scales - 1:
+            return None
+        q, p = self.sampler.tokenizer.quantize, self.sampler.model.cfg.patch_nums[si]
+        full = complete_scales(self.state, si, f_prev, hard_Bl)
+        return full - q.add_scale(f_prev, si, q.embed(hard_Bl.view(-1, p, p)))
+
+    def _guide(self, si: int, p: int, logits_BlV: torch.Tensor, f_prev: torch.Tensor, noise: torch.Tensor,
+               fixed: tuple[torch.Tensor, torch.Tensor] | None, steps: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Gradient steps on scale ``si``'s logits; returns (logits, data term before/after (2, B), steps taken).
+
+        ``fixed`` (tokens (B, l), fixed (B, l) bool): positions held at those tokens (one-hot)
+        in the estimate and left unchanged (clamped or revealed tokens).
         """
-        cfg, tok, meas = self.config, self.tokenizer, self.measurement
+        cfg, meas, y = self.cfg, self.meas, self.y
+        alpha = cfg.alpha_at(si, self.num_scales)
+        V = logits_BlV.shape[-1]
         z = logits_BlV.detach().clone()
-        noise = gumbel_noise(z.shape, gen, z.device) if cfg.relax == "gumbel" else None
-        fixed = None
-        if clamped is not None:
-            tokens_Bl, known_Bl = clamped
-            fixed = (known_Bl.unsqueeze(-1), F.one_hot(tokens_Bl, z.shape[-1]).to(z.dtype))
+        hold = None
+        if fixed is not None:
+            hold = (fixed[1].unsqueeze(-1), F.one_hot(fixed[0], V).to(z.dtype))
+        active_B = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
         first = last = None
-        steps = cfg.grad_steps + (1 if cfg.track_loss else 0)
-        for step in range(steps):
+        hard_prev, rest, taken = None, None, 0
+        for step in range(steps + (1 if cfg.track_loss else 0)):
+            hard = (z + noise).argmax(-1)
+            if hold is not None:
+                hard = torch.where(fixed[1], fixed[0], hard)
+            if cfg.estimate == "complete" and (hard_prev is None or not torch.equal(hard, hard_prev)):
+                rest = self._rest(si, f_prev, hard)  # re-linearise around the current sample
+                hard_prev = hard
             with torch.enable_grad():
                 if cfg.grad_wrt == "probs":  # differentiate w.r.t. the token distribution itself
                     probs = wrt = relaxed_tokens(z, cfg.relax, cfg.tau, noise).detach().requires_grad_(True)
                 else:  # through the relaxation's softmax (vanishes where the model is confident)
                     z.requires_grad_(True)
                     probs, wrt = relaxed_tokens(z, cfg.relax, cfg.tau, noise), z
-                if fixed is not None:
-                    probs = torch.where(fixed[0], fixed[1], probs)
-                f_k = tok.quantize.add_scale(f_hat_prev, si, tok.quantize.soft_embed(probs, p))
-                x_hat = tok.f_to_img(f_k, clamp=False)
-                loss_B = meas.loss(x_hat, y, si)
-                if step == cfg.grad_steps:  # track_loss: this pass only measures the result
-                    last = loss_B.detach()
+                if hold is not None:
+                    probs = torch.where(hold[0], hold[1], probs)
+                x0 = self._estimate(si, f_prev, probs, p, rest)
+                filt = si if cfg.estimate == "partial" else None
+                data_B = meas.squared_residual(x0, y, filt) if cfg.dps_norm else meas.neg_log_likelihood(x0, y, filt)
+                if first is None:
+                    first = data_B.detach()
+                if step == steps:  # track_loss: this pass only measures the result
+                    last = data_B.detach()
                     break
-                (grad,) = torch.autograd.grad(loss_B.sum(), wrt)
-            if first is None:
-                first = loss_B.detach()
-            if cfg.dps_norm:  # d||r||/dz = d||r||^2/dz / (2 ||r||), per sample
-                norm_B = meas.residual_norm(x_hat.detach(), y).clamp_min(1e-8)
-                grad = grad / (2 * norm_B.view(-1, 1, 1))
+                rnorm_B = meas.residual_norm(x0.detach(), y)
+                if cfg.stop_at_noise > 0:
+                    active_B &= rnorm_B > cfg.stop_at_noise * self.noise_norm
+                if not bool(active_B.any()):
+                    last = data_B.detach()
+                    break
+                (grad,) = torch.autograd.grad(data_B.sum(), wrt)
+            if cfg.dps_norm:  # legacy DPS step: d||r||/dz = d||r||^2/dz / (2 ||r||), per sample
+                grad = grad / (2 * rnorm_B.clamp_min(1e-8).view(-1, 1, 1))
             if cfg.grad_clip > 0:
                 gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
                 grad = grad * (cfg.grad_clip / gnorm).clamp(max=1.0).view(-1, 1, 1)
-            z = (z - alpha * grad).detach()
+            grad = grad * active_B.view(-1, 1, 1).to(grad.dtype)
+            if hold is not None:
+                grad = grad.masked_fill(hold[0], 0.0)
+            z = (z.detach() - alpha * grad).detach()
+            taken += 1
         if last is None:
             last = torch.full_like(first, float("nan"))
-        return z.detach(), torch.stack((first, last))
+        return z.detach(), torch.stack((first, last)), taken
 
+    # -- particles
 
-class _GuidanceHooks(ScaleHooks):
-    """One batch's guidance (``on_logits``) and clamping (``on_tokens``) in the scale loop."""
+    def _particle_nll(self, si: int, f_hat_BChw: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood (B*N,) of each particle's full-image estimate after scale ``si``."""
+        if si == self.num_scales - 1:
+            full = f_hat_BChw
+        else:
+            full = complete_scales(self.state, si, self.f_prev, self.tokens, finished=True)
+        x0 = self.sampler.tokenizer.f_to_img(full, clamp=False)
+        return self.meas.neg_log_likelihood(x0, self.y)
 
-    def __init__(self, sampler: GradientGuidedSampler, y: torch.Tensor, guided: bool,
-                 plan: list[tuple[torch.Tensor, torch.Tensor]] | None, generator: torch.Generator):
-        self.sampler, self.y, self.guided, self.plan, self.generator = sampler, y, guided, plan, generator
-        self.num_scales = len(sampler.model.cfg.patch_nums)
-        self.losses: list[torch.Tensor] = []  # (2, B) per guided scale
+    def on_scale_end(self, si: int, f_hat_BChw: torch.Tensor | None = None) -> None:
+        self._order = None
+        if self.N == 1 or si == self.num_scales - 1 or not self._active(si):
+            return
+        nll = self._particle_nll(si, f_hat_BChw)
+        self.log_w += -self.cfg.particle_temperature * (nll - self.nll_prev).view(self.B, self.N)
+        self.nll_prev = nll
+        w = normalised_weights(self.log_w)
+        low_B = effective_sample_size(w) < self.cfg.ess_threshold * self.N
+        if bool(low_B.any()):  # resample the groups whose weights degenerated; keep the others as they are
+            ancestors = systematic_resample(w, self.generator)
+            keep = torch.arange(self.N, device=w.device).expand_as(ancestors)
+            order = flat_ancestors(torch.where(low_B.unsqueeze(1), ancestors, keep))
+            self.log_w[low_B] = 0.0
+            self.nll_prev = self.nll_prev[order]
+            self._order = order
+            self.resampled_at.append(si)
 
-    def on_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
-        cfg = self.sampler.config
-        alpha = cfg.alpha_at(si, self.num_scales) if self.guided else 0.0
-        if alpha <= 0 or cfg.grad_steps == 0:
-            return logits_BlV
-        logits_BlV, loss_pair = self.sampler._guide(logits_BlV, f_hat_BChw, self.y, si, p, alpha, self.generator,
-                                                    None if self.plan is None else self.plan[si])
-        self.losses.append(loss_pair)
-        return logits_BlV
+    def reorder(self, si: int) -> torch.Tensor | None:
+        order, self._order = self._order, None
+        if order is not None and self.plan is not None:
+            self.plan = [(t[order], k[order]) for t, k in self.plan]
+        return order
 
-    def on_tokens(self, si: int, tokens_Bl: torch.Tensor) -> torch.Tensor:
-        return tokens_Bl if self.plan is None else clamp_tokens(tokens_Bl, self.plan[si])
+    def final_weights(self, f_hat_BChw: torch.Tensor | None) -> torch.Tensor:
+        """Particle weights (B, N) after the last scale (uniform for N = 1)."""
+        if self.N == 1 or f_hat_BChw is None:
+            return torch.ones(self.B, self.N, device=self.y.device) / self.N
+        x = self.sampler.tokenizer.f_to_img(f_hat_BChw, clamp=False)
+        nll = self.meas.neg_log_likelihood(x, self.y)
+        log_w = self.log_w - self.cfg.particle_temperature * (nll - self.nll_prev).view(self.B, self.N)
+        return normalised_weights(log_w)

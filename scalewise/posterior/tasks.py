@@ -52,6 +52,7 @@ class DegradeConfig:
     num_images: int = 64  # test images per task (a seeded random subset of the test split)
     sigma_y: float = 0.05  # Gaussian measurement noise std on the [-1, 1] scale
     seed: int = 0
+    validation_images: int = 64  # a disjoint subset for tuning posterior settings (0 = none)
     tasks: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in STANDARD_TASKS.items()})
 
     def __post_init__(self) -> None:
@@ -59,9 +60,43 @@ class DegradeConfig:
             raise ValueError("tasks is empty: define at least one task (see the default params.yaml)")
         if self.num_images < 1 or self.sigma_y < 0:
             raise ValueError("num_images must be >= 1 and sigma_y >= 0")
+        if self.validation_images < 0:
+            raise ValueError(f"validation_images must be >= 0 (0 = no validation subset), got {self.validation_images}")
+
+    @property
+    def validation_seed(self) -> int:
+        """The seed of the validation subset (:func:`select_validation`); differs from ``seed``."""
+        return self.seed + 1
+
+    def task_seeds(self, task_index: int, validation: bool = False) -> tuple[int, int]:
+        """``(mask_seed, noise_seed)`` of the ``task_index``-th task (sorted by name) of one image set.
+
+        The reported set uses ``seed + i`` and ``seed + 1000 + i``; the validation set
+        ``validation_seed + 2000 + i`` and ``validation_seed + 3000 + i``: no two (set, task) pairs
+        share a seed while there are fewer than 1000 tasks.
+        """
+        if validation:
+            return self.validation_seed + 2000 + task_index, self.validation_seed + 3000 + task_index
+        return self.seed + task_index, self.seed + 1000 + task_index
 
 
 def select_images(num_test: int, num_images: int, seed: int) -> torch.Tensor:
     """A seeded random subset of test indices (all of them when ``num_images`` >= ``num_test``)."""
     perm = torch.randperm(num_test, generator=torch.Generator().manual_seed(seed))
     return perm[: min(num_images, num_test)].sort().values
+
+
+def select_validation(num_test: int, reported_idx: torch.Tensor, num_images: int, seed: int) -> torch.Tensor:
+    """A seeded random subset of the test indices NOT in ``reported_idx``, for tuning posterior settings.
+
+    Returns ``min(num_images, num_test - len(reported))`` sorted indices (int64), disjoint from
+    ``reported_idx`` and the same for the same arguments. Pass a ``seed`` other than the reported
+    subset's (the degrade stage uses ``seed + 1``).
+    """
+    if num_images < 0:
+        raise ValueError(f"num_images must be >= 0, got {num_images}")
+    taken = torch.zeros(num_test, dtype=torch.bool)
+    taken[torch.as_tensor(reported_idx, dtype=torch.long)] = True
+    rest = torch.nonzero(~taken).flatten()  # (num_test - reported,) ascending
+    perm = torch.randperm(rest.numel(), generator=torch.Generator().manual_seed(seed))
+    return rest[perm[: min(num_images, rest.numel())]].sort().values

@@ -88,5 +88,5 @@ class _Clock(ScaleHooks):
     def on_start(self) -> None:
         self._last = self._now()
 
-    def on_scale_end(self, si: int) -> None:
+    def on_scale_end(self, si: int, f_hat_BChw: torch.Tensor | None = None) -> None:
         self.lap()

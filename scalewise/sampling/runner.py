@@ -92,6 +92,31 @@ class ScaleRunner:
     def finish_scale(self, si: int) -> None:
         self._shift_prev(si)
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Permute the batch rows (B',) of the conditioning, modulations and cache (particle resampling)."""
+        self.cond_BD = self.cond_BD[rows]
+        self.mods = [m[rows] for m in self.mods]
+        self.head_mod = self.head_mod[rows]
+        for slot in self.slots or []:
+            slot.k, slot.v = slot.k[rows], slot.v[rows]
+
+    def snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """A copy of the cache, for a look-ahead that must leave no trace (:meth:`restore`).
+
+        ``causal`` needs none: a look-ahead only writes later scales' slots, which are
+        rewritten before they are read. ``markov`` has no cache.
+        """
+        if self.kind != "markov_prev" or not self.slots:
+            return None
+        return [(s.k.clone(), s.v.clone()) for s in self.slots]
+
+    def restore(self, snap: list[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+        if snap is None:
+            return
+        for slot, (k, v) in zip(self.slots or [], snap):
+            slot.k.copy_(k)
+            slot.v.copy_(v)
+
 
 def advance_scale(model: ScaleTransformer, tokenizer: Tokenizer, cond_BD: torch.Tensor, si: int,
                   f_hat_BChw: torch.Tensor, idx_Bhw: torch.Tensor, use_cfg: bool,
