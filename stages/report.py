@@ -106,7 +106,8 @@ def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
 
 
 def _plot_frontier(t: Table, path: Path) -> Path:
-    """PSNR against seconds per image, one panel per task, one line per model (points by cost)."""
+    """Mean-particle PSNR against seconds per image, one panel per task, one line per model (grid points
+    by cost; named variants such as masked resampling as single markers)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
@@ -114,8 +115,13 @@ def _plot_frontier(t: Table, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for model in dict.fromkeys(r[1] for r in t.rows if r[0] == task):
-            pts = sorted((r[6], r[4]) for r in t.rows if r[0] == task and r[1] == model)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
+            rows = [r for r in t.rows if r[0] == task and r[1] == model]
+            pts = sorted((r[9], r[7]) for r in rows if not r[5])
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
+            for r in rows:
+                if r[5]:
+                    ax.plot([r[9]], [r[7]], marker="*", markersize=9, color=line.get_color(),
+                            label=f"{model} {r[2]}", linestyle="none")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor tick labels of a short log axis overlap
         ax.set_xlabel("s/img")

@@ -50,8 +50,9 @@ def test_every_table_has_its_rows_and_states_its_context():
     assert [(r[0], r[1]) for r in by["T2"].rows] == [(0.05, 1), (0.05, 2), (0.1, 1), (0.1, 2)]
     assert [r[0] for r in by["T3"].rows] == [0.0, 1.0, 2.0] and by["T3"].rows[2][2] == 8.0
     assert len(by["T4"].rows) == 4 and {r[2] for r in by["T4"].rows} == {"var", "srdd"}
-    assert len(by["T4b"].rows) == 12 and by["T4b"].rows[0] == ["deblur", "srdd", 1, 1, 14.0, 0.2, 0.01, 1.0]
-    assert [r[2:4] for r in by["T4b"].rows[:3]] == [[1, 1], [2, 1], [4, 2]]  # by cost within (task, model)
+    assert len(by["T4b"].rows) == 12
+    assert by["T4b"].rows[0] == ["deblur", "srdd", "p1_s1", 1, 1, 0, 14.0, 14.0, 0.2, 0.01, 1.0]
+    assert [r[3:5] for r in by["T4b"].rows[:3]] == [[1, 1], [2, 1], [4, 2]]  # by cost within (task, model)
     assert by["T5"].rows[2][3] == pytest.approx((100 / 5) / (100 / 7))  # distilled speed-up vs VAR
     for t in tables:
         assert "dataset: digits" in t.notes and "git commit: abc123" in t.notes
@@ -104,8 +105,9 @@ def test_t4b_renders_and_t4_states_its_own_test_images_not_the_sample_counts():
         assert {"dataset", "extractor", "seeds", "git commit"} <= {n.split(":")[0] for n in t.notes}
     md = to_markdown(tables)
     assert "## T4b: Posterior sampling frontier: PSNR vs seconds" in md
-    assert "| task | model | particles | steps per scale | PSNR (dB) | consistency | s/img | x prior |" in md
-    assert "| deblur | srdd | 4 | 2 | 16.00 | 0.2 | 0.08 | 8 |" in md
+    assert ("| task | model | setting | particles | steps per scale | resampling iters | PSNR guided (dB) | "
+            "PSNR guided_mean (dB) | consistency | s/img | x prior |") in md
+    assert "| deblur | srdd | p4_s2 | 4 | 2 | 0 | 16.00 | 16.00 | 0.2 | 0.08 | 8 |" in md
     assert select_markdown(md, ["t4b"]).count("## T") == 1 and "## T4:" not in select_markdown(md, ["T4b"])
     assert "## T4b" not in select_markdown(md, ["T4"])
     assert check_names(["t4B", "T1"]) == ["T4b", "T1"]

@@ -8,6 +8,7 @@ side by side with unguided sampling (``prior``) on the same images and batch siz
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -25,6 +26,7 @@ class FrontierConfig:
     num_images: int = 32  # the first images of each task's reported subset
     particles: list[int] = field(default_factory=lambda: [1, 2, 4])
     grad_steps: list[int] = field(default_factory=lambda: [1, 4, 8])
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> guidance changes, at the base N and S
     batch_size: int = 32
     seed: int = 0
     device: str = "cpu"
@@ -45,25 +47,28 @@ def point_name(particles: int, grad_steps: int) -> str:
 
 def frontier(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, clean: torch.Tensor,
              base: PosteriorGuidanceConfig, config: FrontierConfig, sigma_y: float) -> dict[str, dict[str, float]]:
-    """``{point_name: {particles, steps, psnr, psnr_mean, ssim, consistency, sec_per_image, ratio_to_prior}}``.
+    """``{point: {particles, steps, resample_iters, psnr, psnr_mean, ssim, consistency, sec_per_image,
+    ratio_to_prior}}`` for the particles x grad_steps grid and each named variant of ``config``.
 
     ``psnr`` is the best-consistency particle (``guided``), ``psnr_mean`` the particle mean
     (``guided_mean``); ``clean`` (N, C, H, W) and ``y`` (N, ...) hold the same images.
     """
+    points = [(point_name(n, st), {"particles": n, "grad_steps": st}) for n in config.particles for st in config.grad_steps]
+    points += [(name, dict(changes)) for name, changes in config.variants.items()]
     prior = restore_methods(model, tokenizer, operator, y, ["prior"], base, None, config.batch_size, config.seed,
                             sigma_y)["prior"]
     out: dict[str, dict[str, float]] = {}
-    for n in config.particles:
-        for steps in config.grad_steps:
-            cfg = replace(base, particles=n, grad_steps=steps, preset="custom")
-            res = restore_methods(model, tokenizer, operator, y, ["guided", "guided_mean"], cfg, None,
-                                  config.batch_size, config.seed, sigma_y)
-            s = score(clean, res["guided"].images, operator, y)
-            s_mean = score(clean, res["guided_mean"].images, operator, y)
-            out[point_name(n, steps)] = {
-                "particles": n, "steps": steps, "psnr": float(s["psnr"].mean()),
-                "psnr_mean": float(s_mean["psnr"].mean()), "ssim": float(s["ssim"].mean()),
-                "consistency": float(s["consistency"].mean()), "sec_per_image": res["guided"].sec_per_image,
-                "ratio_to_prior": res["guided"].sec_per_image / max(prior.sec_per_image, 1e-12),
-            }
+    for name, changes in points:
+        cfg = replace(base, **changes, preset="custom")
+        res = restore_methods(model, tokenizer, operator, y, ["guided", "guided_mean"], cfg, None,
+                              config.batch_size, config.seed, sigma_y)
+        s = score(clean, res["guided"].images, operator, y)
+        s_mean = score(clean, res["guided_mean"].images, operator, y)
+        out[name] = {
+            "particles": cfg.particles, "steps": cfg.grad_steps, "resample_iters": cfg.resample_iters,
+            "psnr": float(s["psnr"].mean()), "psnr_mean": float(s_mean["psnr"].mean()),
+            "ssim": float(s["ssim"].mean()), "consistency": float(s["consistency"].mean()),
+            "sec_per_image": res["guided"].sec_per_image,
+            "ratio_to_prior": res["guided"].sec_per_image / max(prior.sec_per_image, 1e-12),
+        }
     return out

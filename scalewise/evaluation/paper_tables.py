@@ -150,16 +150,19 @@ def inverse_notes(degraded: dict, num_test: int | None = None) -> dict[str, str]
 def t4b_frontier(frontier: dict | None) -> Table:
     """PSNR vs seconds per image of posterior sampling: one row per (task, model, setting)."""
     t = Table("T4b", "Posterior sampling frontier: PSNR vs seconds",
-              ["task", "model", "particles", "steps per scale", "PSNR (dB)", "consistency", "s/img", "x prior"])
+              ["task", "model", "setting", "particles", "steps per scale", "resampling iters", "PSNR guided (dB)",
+               "PSNR guided_mean (dB)", "consistency", "s/img", "x prior"])
     if not frontier:
         raise MissingResult(f"{FRONTIER_FILE} is missing or empty (run `dvc repro posterior_frontier`)")
     tasks = sorted({task for v in frontier.values() for task in v})
     for task in tasks:
         for model in sorted(frontier):
             settings = frontier[model].get(task, {})
-            for _, r in sorted(settings.items(), key=lambda kv: (kv[1]["particles"], kv[1]["steps"], kv[0])):
-                t.rows.append([task, model, r["particles"], r["steps"], r["psnr"], r["consistency"],
-                               r["sec_per_image"], r["ratio_to_prior"]])
+            for name, r in sorted(settings.items(), key=lambda kv: (kv[1].get("resample_iters", 0),
+                                                                     kv[1]["particles"], kv[1]["steps"], kv[0])):
+                t.rows.append([task, model, name, r["particles"], r["steps"], r.get("resample_iters", 0), r["psnr"],
+                               r.get("psnr_mean", r["psnr"]), r["consistency"], r["sec_per_image"],
+                               r["ratio_to_prior"]])
     return t
 
 

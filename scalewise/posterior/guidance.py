@@ -318,7 +318,7 @@ class _GuidanceHooks(ScaleHooks):
         """Particle weights (B, N) after the last scale (uniform for N = 1)."""
         if self.N == 1 or f_hat_BChw is None:
             return torch.ones(self.B, self.N, device=self.y.device) / self.N
-        x = self.sampler.tokenizer.f_to_img(f_hat_BChw, clamp=False)
+        x = self.sampler.tokenizer.f_to_img(f_hat_BChw)  # the images returned, in [-1, 1]
         nll = self.meas.neg_log_likelihood(x, self.y)
         log_w = self.log_w - self.cfg.particle_temperature * (nll - self.nll_prev).view(self.B, self.N)
         return normalised_weights(log_w)

@@ -1,0 +1,277 @@
+"""Defining properties of the posterior sampler: the Gaussian likelihood, alpha 0 = the prior,
+particles weighted by the likelihood, look-ahead estimates that leave the loop unchanged,
+custom callable operators, the data-consistency projection and presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scalewise.core.config import ConfigError
+from scalewise.core.images import to_unit
+from scalewise.models.transformer import ScaleTransformer, TransformerConfig
+from scalewise.posterior.guidance import GradientGuidedSampler
+from scalewise.posterior.guidance_config import PRESETS, PosteriorGuidanceConfig, guidance_config
+from scalewise.posterior.measurement_model import MeasurementModel
+from scalewise.posterior.measurements import build_operator
+from scalewise.posterior.particles import (
+    effective_sample_size, flat_ancestors, normalised_weights, systematic_resample, weighted_mean,
+)
+from scalewise.posterior.restoration import applicable_methods, make_sampler, restore_methods, score
+from scalewise.sampling.complete import complete_scales
+from scalewise.sampling.loop import ScaleHooks, ScaleSettings, run_scales
+from scalewise.sampling.resample import lowest_scores
+
+
+def _model(tok, kind: str, seed: int = 1, masked: bool = True) -> ScaleTransformer:
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(depth=1, width=32, heads=2, vocab_size=tok.cfg.vocab_size, cvae=tok.cfg.cvae,
+                            patch_nums=list(tok.patch_nums), num_classes=10, mask_kind=kind, masked_objective=masked)
+    model = ScaleTransformer(cfg).eval()
+    with torch.no_grad():  # off the adaLN-zero init so every block matters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(trained_tokenizer):
+    tok, test_u8 = trained_tokenizer
+    return tok.eval(), to_unit(test_u8[:6])
+
+
+# ----------------------------------------------------------------------------- the reduction to the prior
+
+
+@pytest.mark.parametrize("kind", ["causal", "markov"])
+def test_alpha_zero_is_exactly_prior_sampling(setup, kind):
+    tok, x = setup
+    model = _model(tok, kind)
+    op = build_operator("box_inpaint", {"size": 6}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    cfg = PosteriorGuidanceConfig(alpha=0.0, guide_from_scale=0, particles=1)
+    sampler = make_sampler(model, tok, op, cfg)
+    guided, prior = sampler.sample(y, guided=True, seed=3), sampler.sample(y, guided=False, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(guided.tokens, prior.tokens))
+    assert torch.equal(guided.images, prior.images)
+    on = make_sampler(model, tok, op, PosteriorGuidanceConfig(alpha=1.0, guide_from_scale=0, particles=1))
+    assert not torch.equal(on.sample(y, seed=3).images, prior.images)
+
+
+def test_guidance_lowers_the_residual_against_the_prior_on_the_same_seed(setup):
+    tok, x = setup
+    model = _model(tok, "markov")
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
+    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=4, particles=1)
+    res = restore_methods(model, tok, op, y, ["prior", "guided"], cfg, seed=0)
+    c = {m: score(x, r.images, op, y)["consistency"] for m, r in res.items()}
+    assert (c["guided"] < c["prior"]).all()
+    assert c["guided"].mean() < 0.6 * c["prior"].mean()
+
+
+def test_a_sample_stops_at_the_noise_level(setup):
+    tok, x = setup
+    model = _model(tok, "markov")
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
+    y = op(x)
+    never = make_sampler(model, tok, op, PosteriorGuidanceConfig(guide_from_scale=1, stop_at_noise=1e6, particles=1))
+    assert never.sample(y, seed=0).steps_by_scale == [0] * len(tok.patch_nums)  # already "at the noise level"
+    always = make_sampler(model, tok, op, PosteriorGuidanceConfig(guide_from_scale=1, stop_at_noise=0.0, grad_steps=3,
+                                                                  particles=1))
+    assert always.sample(y, seed=0).steps_by_scale == [0, 3, 3, 3]
+
+
+# ----------------------------------------------------------------------------- particles
+
+
+def test_particle_weights_and_resampling_follow_the_likelihood():
+    nll_BN = torch.tensor([[1.0, 2.0, 4.0, 8.0], [0.0, 0.0, 0.0, 0.0]])
+    w = normalised_weights(-0.5 * nll_BN)
+    torch.testing.assert_close(w[0], torch.softmax(-0.5 * nll_BN[0], 0))
+    assert torch.allclose(w[1], torch.full((4,), 0.25)) and effective_sample_size(w)[1] == pytest.approx(4.0)
+    g = torch.Generator().manual_seed(0)
+    w_many = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).expand(4000, 4)
+    anc = systematic_resample(w_many, g)
+    copies = torch.stack([(anc == i).sum(1) for i in range(4)], 1).float()  # (rows, N)
+    torch.testing.assert_close(copies.mean(0), 4 * w_many[0], atol=0.03, rtol=0)  # E[copies] = N w
+    assert ((copies - 4 * w_many[0]).abs() < 1).all()  # systematic: floor or ceil of N w
+    rows = flat_ancestors(torch.tensor([[1, 1], [0, 1]]))
+    assert rows.tolist() == [1, 1, 2, 3]
+    x = torch.arange(8.0).view(2, 2, 2)
+    torch.testing.assert_close(weighted_mean(x, torch.tensor([[1.0, 0.0], [0.5, 0.5]])),
+                               torch.tensor([[0.0, 1.0], [5.0, 6.0]]))
+
+
+def test_final_particle_weights_are_the_tempered_likelihood(setup):
+    """Without resampling the incremental weights telescope to exp(-lambda NLL(final image))."""
+    tok, x = setup
+    model = _model(tok, "markov")
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
+    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=2, particles=3, particle_temperature=0.01,
+                                  ess_threshold=0.0)
+    sampler = make_sampler(model, tok, op, cfg)
+    res = sampler.sample(y, seed=1)
+    imgs = res.particle_images  # (B, N, C, H, W), clamped to [-1, 1] by the decoder
+    nll = sampler.measurement.neg_log_likelihood(imgs.flatten(0, 1), y.repeat_interleave(3, 0)).view(-1, 3)
+    torch.testing.assert_close(res.weights, torch.softmax(-0.01 * nll, 1), atol=1e-4, rtol=0)
+    best = sampler.measurement.residual_norm(imgs.flatten(0, 1), y.repeat_interleave(3, 0)).view(-1, 3).argmin(1)
+    assert torch.equal(res.images, imgs[torch.arange(imgs.shape[0]), best])
+    torch.testing.assert_close(res.mean_images, weighted_mean(imgs, res.weights))
+
+
+def test_particles_are_resampled_towards_the_likely_ones(setup):
+    tok, x = setup
+    model = _model(tok, "causal")
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
+    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=1, particles=4, particle_temperature=1.0,
+                                  ess_threshold=1.0)
+    res = make_sampler(model, tok, op, cfg).sample(y, seed=0)
+    assert res.resampled_at  # a sharp likelihood degenerates the weights: the particles were resampled
+    assert res.particle_images.shape[:2] == (x.shape[0], 4)
+
+
+# ----------------------------------------------------------------------------- the loop's new hooks
+
+
+class _LookAhead(ScaleHooks):
+    """Runs the look-ahead at every scale and throws the result away."""
+
+    def __init__(self):
+        self.state = None
+        self.estimates = []
+
+    def on_bind(self, state):
+        self.state = state
+
+    def on_logits(self, si, p, logits_BlV, f_hat_BChw):
+        self.estimates.append(complete_scales(self.state, si, f_hat_BChw, logits_BlV.argmax(-1)))
+        return logits_BlV
+
+
+@pytest.mark.parametrize("kind", ["causal", "markov", "markov_prev"])
+def test_look_ahead_leaves_the_sampling_loop_unchanged(setup, kind):
+    tok, _ = setup
+    model = _model(tok, kind)
+    labels = torch.tensor([0, 3, 5])
+    settings = ScaleSettings(cfg=1.5)
+    plain = run_scales(model, tok, labels, settings, torch.Generator().manual_seed(0))
+    hooks = _LookAhead()
+    looked = run_scales(model, tok, labels, settings, torch.Generator().manual_seed(0), hooks)
+    assert torch.equal(plain.images, looked.images)
+    assert len(hooks.estimates) == len(tok.patch_nums)
+    # greedy draws: the estimate after the first scale is the greedy sample itself
+    greedy = run_scales(model, tok, labels, ScaleSettings(cfg=1.5, top_k=1), torch.Generator().manual_seed(0),
+                        hooks := _LookAhead())
+    torch.testing.assert_close(hooks.estimates[0], greedy.f_hat, atol=1e-5, rtol=0)
+
+
+class _AllLikeRowZero(ScaleHooks):
+    def reorder(self, si):
+        return torch.zeros(3, dtype=torch.long) if si == 1 else None
+
+
+@pytest.mark.parametrize("kind", ["causal", "markov_prev"])
+def test_reordering_moves_the_cache_with_the_rows(setup, kind):
+    """After every row becomes a copy of row 0, greedy sampling gives row 0's image everywhere."""
+    tok, _ = setup
+    model = _model(tok, kind)
+    labels = torch.tensor([4, 4, 4])
+    settings = ScaleSettings(cfg=1.5, top_k=1)
+    plain = run_scales(model, tok, torch.tensor([4, 7, 9]), settings, torch.Generator().manual_seed(0))
+    copied = run_scales(model, tok, torch.tensor([4, 7, 9]), settings, torch.Generator().manual_seed(0),
+                        _AllLikeRowZero())
+    for row in range(3):
+        torch.testing.assert_close(copied.images[row], plain.images[0], atol=1e-5, rtol=0)
+    del labels
+
+
+def test_lowest_scores_picks_the_least_likely_free_tokens():
+    s = torch.tensor([[0.9, 0.1, 0.5, 0.2], [0.3, 0.2, 0.1, 0.0]])
+    keep = torch.tensor([[False, True, False, False], [False, False, False, False]])
+    low = lowest_scores(s, 0.5, keep)
+    assert low.tolist() == [[False, False, True, True], [False, False, True, True]]
+    assert lowest_scores(s, 1.0, keep)[0].tolist() == [True, False, True, True]
+
+
+# ----------------------------------------------------------------------------- custom operators
+
+
+def _nonlinear_sensor(x):
+    """A test-only operator: blur, 2x downsampling, then a saturating response."""
+    return torch.tanh(2.0 * F.avg_pool2d(x, 2))
+
+
+def test_a_custom_callable_operator_works_end_to_end(setup):
+    tok, x = setup
+    model = _model(tok, "markov")
+    y = _nonlinear_sensor(x) + 0.01 * torch.randn(_nonlinear_sensor(x).shape, generator=torch.Generator().manual_seed(0))
+    meas = MeasurementModel(_nonlinear_sensor, sigma_y=0.01)
+    cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=4, particles=2)
+    res = restore_methods(model, tok, meas, y, ["prior", "guided", "guided_mean"], cfg, seed=0)
+    c = {m: meas.residual_norm(r.images, y) for m, r in res.items()}
+    assert c["guided"].mean() < 0.6 * c["prior"].mean()
+    assert res["guided_mean"].images.shape == x.shape
+    with pytest.raises(ValueError, match="clamping needs"):  # no hints: no clamping
+        GradientGuidedSampler(model, tok, meas, cfg).sample(y, clamp=True)
+    with pytest.raises(ValueError, match="exact pseudo-inverse"):
+        meas.project(res["guided"].images, y)
+    hinted = MeasurementModel(_nonlinear_sensor, sigma_y=0.01, band=0.5,
+                              pinv=lambda yy: F.interpolate(torch.atanh(yy.clamp(-0.99, 0.99)) / 2, scale_factor=2))
+    out = GradientGuidedSampler(model, tok, hinted, cfg).sample(y, clamp=True, seed=0)
+    assert out.images.shape == x.shape
+
+
+def test_bad_operator_outputs_are_named(setup):
+    tok, x = setup
+    model = _model(tok, "markov")
+    y = F.avg_pool2d(x, 2)
+    cfg = PosteriorGuidanceConfig(guide_from_scale=1, particles=1)
+    wrong = MeasurementModel(lambda im: F.avg_pool2d(im, 4), sigma_y=0.05)
+    with pytest.raises(ValueError, match=r"maps images .* but y has shape"):
+        GradientGuidedSampler(model, tok, wrong, cfg).sample(y)
+    not_a_tensor = MeasurementModel(lambda im: im.tolist(), sigma_y=0.05)
+    with pytest.raises(TypeError, match="returned list"):
+        GradientGuidedSampler(model, tok, not_a_tensor, cfg).sample(y)
+    with pytest.raises(TypeError, match="callable"):
+        MeasurementModel("blur", sigma_y=0.05)
+    with pytest.raises(ValueError, match="sigma_y"):
+        MeasurementModel(lambda im: im, sigma_y=0.0)
+    with pytest.raises(TypeError, match="MeasurementModel"):
+        GradientGuidedSampler(model, tok, lambda im: im, cfg)
+
+
+# ----------------------------------------------------------------------------- data consistency, presets
+
+
+def test_data_consistency_projection_fits_y_exactly_on_masks_and_superres(setup):
+    tok, x = setup
+    for kind, st in (("box_inpaint", {"size": 6}), ("superres", {"factor": 2, "mode": "area"})):
+        op = build_operator(kind, st, x.shape[-1], x.shape[1])
+        y = op(x * 0.5)  # inside [-1, 1] after the projection
+        meas = MeasurementModel(op, 0.05)
+        guess = torch.zeros_like(x)
+        proj = meas.project(guess, y)
+        torch.testing.assert_close(op(proj), y, atol=1e-5, rtol=0)
+    blur = build_operator("gaussian_blur", {"kernel_size": 5, "sigma": 1.0}, x.shape[-1], x.shape[1])
+    assert applicable_methods(["guided", "guided+dc"], blur) == (["guided"], ["guided+dc"])
+
+
+def test_presets_and_their_errors():
+    fast = guidance_config({"preset": "fast"})
+    assert fast.preset == "fast" and fast.grad_steps == PRESETS["fast"]["grad_steps"]
+    tuned = guidance_config({"preset": "default", "particles": 4, "alpha": "1e-1"}, "params.yaml: reconstruct.guidance")
+    assert tuned.particles == 4 and tuned.alpha == 0.1 and tuned.grad_steps == PosteriorGuidanceConfig().grad_steps
+    with pytest.raises(ConfigError, match="reconstruct.guidance.particles: expected an integer"):
+        guidance_config({"particles": "four"}, "params.yaml: reconstruct.guidance")
+    with pytest.raises(ConfigError, match="preset='quick' is unknown"):
+        guidance_config({"preset": "quick"})
+    with pytest.raises(ConfigError, match="alpah"):
+        guidance_config({"alpah": 1.0})
+    with pytest.raises(ConfigError, match="particles must be >= 1"):
+        PosteriorGuidanceConfig(particles=0)
+    with pytest.raises(ConfigError, match="tau must be > 0"):
+        PosteriorGuidanceConfig(tau=0)
