@@ -273,7 +273,8 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     from scalewise.data.prepare import PrepareConfig
     from scalewise.training.distill import DistillConfig
     from scalewise.training.evaluator import EvaluatorConfig
-    from scalewise.posterior.guidance import PosteriorGuidanceConfig
+    from scalewise.posterior.guidance_config import guidance_config
+    from scalewise.evaluation.frontier import FrontierConfig
     from scalewise.posterior.measurements import build_operator
     from scalewise.models.tokenizer import TokenizerConfig
     from scalewise.training.tokenizer import TrainTokenizerConfig
@@ -303,7 +304,8 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
         spec = dict(spec)
         build_operator(spec.pop("kind"), spec, prep.image_size, 3)
     rec = from_dict(ReconstructConfig, p["reconstruct"], "reconstruct")
-    from_dict(PosteriorGuidanceConfig, rec.guidance, "reconstruct.guidance")
+    guidance_config(rec.guidance, "reconstruct.guidance")
+    from_dict(FrontierConfig, p["posterior_frontier"], "posterior_frontier")
     ev = from_dict(EvaluateConfig, p["evaluate"], "evaluate")
     assert ev.inception_weights and all(setting_plan(ev, m) for m in ev.models)
     root = make_project(tmp_path, p)

@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau", type=float, default=None, help="relaxation temperature")
     p.add_argument("--resample", default=None, choices=["simple", "masked"],
                    help="token resampling after each scale's draw (masked: needs masked_objective)")
+    p.add_argument("--resample-select", default=None, choices=["threshold", "lowest"],
+                   help="which tokens are resampled: those below --resample-threshold, or the least likely "
+                        "quarter under the guided distribution (masked only; default for masked)")
     p.add_argument("--resample-threshold", type=float, default=None,
                    help="resample tokens below this probability")
     p.add_argument("--resample-iters", type=int, default=None, help="resampling iterations per scale (0 = off)")
@@ -98,8 +101,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     op = op if op.num_images is None else op.select([0] * n)
     y_N = y.repeat(n, 1, 1, 1).to(args.device)
     labels = None if args.class_label is None else torch.full((n,), args.class_label, dtype=torch.long)
+    if args.resample == "simple" and args.resample_select is None:
+        args.resample_select = "threshold"  # simple resampling re-draws by threshold only
     flags = ("cfg", "alpha", "guide_from_scale", "grad_steps", "particles", "relax", "tau", "resample",
-             "resample_threshold", "resample_iters")
+             "resample_select", "resample_threshold", "resample_iters")
     config = guidance_config({"preset": args.preset, **{k: getattr(args, k) for k in flags
                                                          if getattr(args, k) is not None}}, "scalewise restore")
     with autocast(args.device, args.dtype):
