@@ -140,7 +140,7 @@ def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Te
     rs.check_model(model)
     hooks = hooks or ScaleHooks()
     pn = model.cfg.patch_nums
-    B, K = labels_B.shape[0], len(pn)
+    B = labels_B.shape[0]
     use_cfg = settings.cfg > 0
     all_labels = torch.cat((labels_B, torch.full_like(labels_B, model.num_classes))) if use_cfg else labels_B
     cond_BD = model.cond(all_labels)
