@@ -67,7 +67,12 @@ def table_notes(params: dict, manifest: dict, degraded: dict) -> dict[str, dict[
                           f"per setting; sweeps {sweeps.get('samples_per_class')} per class) vs "
                           f"{_num_test(manifest)} test images"}
     inverse = inverse_notes(degraded, _num_test(manifest))
-    return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": inverse}
+    frontier = dict(inverse)
+    n_front = (params.get("posterior_frontier") or {}).get("num_images")
+    if n_front:
+        frontier["frontier images"] = (f"the first {n_front} of each task's test images; point n<N>_s<S>: N particles, "
+                                       "S steps per guided scale, the rest from reconstruct.guidance")
+    return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": frontier}
 
 
 def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
