@@ -59,7 +59,7 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     t2 = {(r["row"]) for r in rows if r["table"] == "T2"}
     assert len(t2) == 2  # threshold 0.1 x iterations 1, 2
     t4_methods = {r["value"] for r in rows if r["table"] == "T4" and r["column"] == "method"}
-    assert t4_methods == {"prior", "clamp", "guided", "clamp+guided"}
+    assert t4_methods == {"prior", "classical", "clamp", "guided", "guided_mean", "guided+dc", "clamp+guided", "oracle"}
     assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 6
     for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png", "t4b_posterior_frontier.png"):
         assert (root / "reports/paper_tables" / plot).stat().st_size > 0
