@@ -8,18 +8,11 @@ import torch.nn.functional as F
 
 from scalewise.core.metrics import psnr
 from scalewise.posterior.classical import biharmonic_inpaint, classical_restore
-from scalewise.posterior.tasks import task_operator
+from scalewise.posterior.tasks import STANDARD_TASKS, task_operator
 
 SIZE, N, SIGMA_Y = 32, 6, 0.05
-TASKS = {
-    "box_inpaint": {"kind": "box_inpaint", "size": 0.375, "position": "center"},
-    "random_inpaint": {"kind": "random_inpaint", "ratio": 0.7},
-    "outpaint": {"kind": "outpaint", "keep": "left"},
-    "sr_x2": {"kind": "superres", "factor": 2, "mode": "area"},
-    "sr_x4": {"kind": "superres", "factor": 4, "mode": "area"},
-    "deblur": {"kind": "gaussian_blur", "kernel_size": 9, "sigma": 2.0},
-    "deblur_down2": {"kind": "gaussian_blur", "kernel_size": 9, "sigma": 1.0, "downsample": 2},
-}
+TASKS = {**STANDARD_TASKS,
+         "deblur_down2": {"kind": "gaussian_blur", "kernel_size": 9, "sigma": 1.0, "downsample": 2}}
 
 
 def smooth_fields(n: int, channels: int, seed: int = 0) -> torch.Tensor:

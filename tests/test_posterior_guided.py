@@ -62,8 +62,7 @@ def test_alpha_zero_is_exactly_prior_sampling(setup, kind):
 def test_guidance_lowers_the_residual_against_the_prior_on_the_same_seed(setup):
     tok, x = setup
     model = _model(tok, "markov")
-    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
-    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    op, y = _superres(x)
     cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=4, particles=1)
     res = restore_methods(model, tok, op, y, ["prior", "guided"], cfg, seed=0)
     c = {m: score(x, r.images, op, y)["consistency"] for m, r in res.items()}
@@ -104,12 +103,17 @@ def test_particle_weights_and_resampling_follow_the_likelihood():
                                torch.tensor([[0.0, 1.0], [5.0, 6.0]]))
 
 
+def _superres(x: torch.Tensor):
+    """A x2 super-resolution operator and its noisy measurement of ``x``."""
+    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
+    return op, op.measure(x, 0.05, torch.Generator().manual_seed(0))
+
+
 def test_final_particle_weights_are_the_tempered_likelihood(setup):
     """Without resampling the incremental weights telescope to exp(-lambda NLL(final image))."""
     tok, x = setup
     model = _model(tok, "markov")
-    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
-    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    op, y = _superres(x)
     cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=2, particles=3, particle_temperature=0.01,
                                   ess_threshold=0.0)
     sampler = make_sampler(model, tok, op, cfg)
@@ -122,11 +126,20 @@ def test_final_particle_weights_are_the_tempered_likelihood(setup):
     torch.testing.assert_close(res.mean_images, weighted_mean(imgs, res.weights))
 
 
+def test_untempered_particles_are_independent_samples_with_uniform_weights(setup):
+    tok, x = setup
+    model = _model(tok, "markov")
+    op, y = _superres(x)
+    cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=1, particles=3, particle_temperature=0.0)
+    res = make_sampler(model, tok, op, cfg).sample(y, seed=0)
+    assert not res.resampled_at and torch.equal(res.weights, torch.full((x.shape[0], 3), 1 / 3))
+    torch.testing.assert_close(res.mean_images, res.particle_images.mean(1))
+
+
 def test_particles_are_resampled_towards_the_likely_ones(setup):
     tok, x = setup
     model = _model(tok, "causal")
-    op = build_operator("superres", {"factor": 2}, x.shape[-1], x.shape[1])
-    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    op, y = _superres(x)
     cfg = PosteriorGuidanceConfig(guide_from_scale=1, grad_steps=1, particles=4, particle_temperature=1.0,
                                   ess_threshold=1.0)
     res = make_sampler(model, tok, op, cfg).sample(y, seed=0)

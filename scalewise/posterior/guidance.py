@@ -292,7 +292,8 @@ class _GuidanceHooks(ScaleHooks):
 
     def on_scale_end(self, si: int, f_hat_BChw: torch.Tensor | None = None) -> None:
         self._order = None
-        if self.N == 1 or si == self.num_scales - 1 or not self._active(si):
+        weighted = self.N > 1 and self.cfg.particle_temperature > 0  # lambda 0: uniform weights, no look-ahead
+        if not weighted or si == self.num_scales - 1 or not self._active(si):
             return
         nll = self._particle_nll(si, f_hat_BChw)
         self.log_w += -self.cfg.particle_temperature * (nll - self.nll_prev).view(self.B, self.N)
@@ -315,8 +316,8 @@ class _GuidanceHooks(ScaleHooks):
         return order
 
     def final_weights(self, f_hat_BChw: torch.Tensor | None) -> torch.Tensor:
-        """Particle weights (B, N) after the last scale (uniform for N = 1)."""
-        if self.N == 1 or f_hat_BChw is None:
+        """Particle weights (B, N) after the last scale (uniform for N = 1 or ``particle_temperature`` 0)."""
+        if self.N == 1 or self.cfg.particle_temperature == 0 or f_hat_BChw is None:
             return torch.ones(self.B, self.N, device=self.y.device) / self.N
         x = self.sampler.tokenizer.f_to_img(f_hat_BChw)  # the images returned, in [-1, 1]
         nll = self.meas.neg_log_likelihood(x, self.y)
