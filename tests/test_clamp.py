@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from scalewise.core.images import to_unit
-from scalewise.posterior.clamp import clamp_plan, complete_observation
+from scalewise.posterior.clamp import ClampPlan, clamp_plan, complete_observation
+from scalewise.models.quantizer import area_down, nearest_code
 from scalewise.posterior.measurements import build_operator
 
 
@@ -59,3 +60,30 @@ def test_clamp_plan_checks_its_rules(tok_x):
         clamp_plan(tok, op, x, min_observed=-1)
     with pytest.raises(ValueError, match="known_fraction"):
         clamp_plan(tok, op, x, known_fraction=0.0)
+
+
+def test_residual_clamping_follows_the_samples_coarser_scales(tok_x):
+    """``residual`` clamping re-quantises the observation's latent against the sample's own coarser
+    scales: on the observation's own coarse tokens it gives the encoded tokens back; on other coarse
+    tokens it gives what the quantizer picks for the remaining residual (and ``encoded`` does not)."""
+    tok, x = tok_x
+    op = build_operator("box_inpaint", {"size": 8}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op(x)
+    residual = ClampPlan.build(tok, op, y, mode="residual")
+    encoded = ClampPlan.build(tok, op, y, mode="encoded")
+    obs_tokens = [t for t, _ in clamp_plan(tok, op, y)]
+    pn = tok.patch_nums
+    for si in range(len(pn)):
+        f_own = tok.idx_to_f_hat([t.view(-1, pn[k], pn[k]) for k, t in enumerate(obs_tokens[:si])]) if si else \
+            torch.zeros_like(residual.latent)
+        assert torch.equal(residual.at(si, f_own)[0], obs_tokens[si])
+    g = torch.Generator().manual_seed(0)
+    other = [torch.randint(0, tok.cfg.vocab_size, (x.shape[0], p, p), generator=g) for p in pn[:2]]
+    f_other = tok.idx_to_f_hat(other)
+    tokens, known = residual.at(2, f_other)
+    rest = area_down(residual.latent - f_other, pn[2])
+    expected = nearest_code(rest.permute(0, 2, 3, 1).reshape(-1, rest.shape[1]), tok.quantize.embedding.weight)
+    assert torch.equal(tokens, expected.view_as(tokens)) and torch.equal(known, encoded.at(2, f_other)[1])
+    assert not torch.equal(tokens, encoded.at(2, f_other)[0])
+    with pytest.raises(ValueError, match="clamp_mode"):
+        ClampPlan.build(tok, op, y, mode="fresh")

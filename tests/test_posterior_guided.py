@@ -182,6 +182,41 @@ def test_look_ahead_leaves_the_sampling_loop_unchanged(setup, kind):
     torch.testing.assert_close(hooks.estimates[0], greedy.f_hat, atol=1e-5, rtol=0)
 
 
+class _PinnedLookAhead(_LookAhead):
+    """Pins random tokens at every scale and runs the look-ahead with those pins."""
+
+    def __init__(self, tok, B):
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.pins = [(torch.randint(0, tok.cfg.vocab_size, (B, p * p), generator=g),
+                      torch.rand(B, p * p, generator=g) < 0.5) for p in tok.patch_nums]
+
+    def pinned(self, si):
+        return self.pins[si]
+
+    def on_logits(self, si, p, logits_BlV, f_hat_BChw):
+        first = torch.where(self.pins[si][1], self.pins[si][0], logits_BlV.argmax(-1))
+        self.estimates.append(complete_scales(self.state, si, f_hat_BChw, first,
+                                              pinned=lambda sj, f_hat: self.pins[sj]))
+        return logits_BlV
+
+
+@pytest.mark.parametrize("kind", ["causal", "markov"])
+def test_look_ahead_puts_in_the_pinned_tokens_of_later_scales(setup, kind):
+    """The estimate is the image the loop will decode: with greedy draws and pinned (e.g. clamped)
+    tokens, the look-ahead from the first scale equals the final latent."""
+    tok, _ = setup
+    model = _model(tok, kind)
+    labels = torch.tensor([0, 3, 5])
+    settings = ScaleSettings(cfg=1.5, top_k=1)
+    hooks = _PinnedLookAhead(tok, 3)
+    out = run_scales(model, tok, labels, settings, torch.Generator().manual_seed(0), hooks)
+    torch.testing.assert_close(hooks.estimates[0], out.f_hat, atol=1e-5, rtol=0)
+    unpinned = _LookAhead()
+    run_scales(model, tok, labels, settings, torch.Generator().manual_seed(0), unpinned)
+    assert not torch.allclose(unpinned.estimates[0], out.f_hat, atol=1e-3)
+
+
 class _AllLikeRowZero(ScaleHooks):
     def reorder(self, si):
         return torch.zeros(3, dtype=torch.long) if si == 1 else None

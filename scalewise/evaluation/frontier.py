@@ -25,7 +25,7 @@ class FrontierConfig:
 
     num_images: int = 32  # the first images of each task's reported subset
     particles: list[int] = field(default_factory=lambda: [1, 2, 4])
-    grad_steps: list[int] = field(default_factory=lambda: [1, 4, 8])
+    grad_steps: list[int] = field(default_factory=lambda: [1, 4, 10])
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> guidance changes, at the base N and S
     batch_size: int = 32
     seed: int = 0

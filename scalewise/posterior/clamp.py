@@ -6,12 +6,23 @@ pseudo-inverse) and encoded; the plan then says which of those tokens to trust.
 For masks, a token is known where ``known_fraction`` or more of its footprint is observed, or
 where its footprint holds at least ``min_observed`` observed pixels; for super-resolution and
 deblurring, every token of the scales below the measurement's Nyquist limit is known.
+
+Two ways to fill a known position (``clamp_mode``):
+
+- ``encoded`` (VAR-style zero-shot editing, the ``clamp`` baseline): the token of the completed
+  observation's own encoding;
+- ``residual``: the token the tokenizer's quantizer would pick for the observation's latent
+  *given the sample's coarser scales*, ``nearest(area_down(E(obs) - f_hat_<k))``. In a residual
+  tokenizer a fine token only means something relative to the coarser ones; when the sample's
+  coarse tokens differ from the observation's (they are drawn, or guided), the encoded fine
+  tokens no longer add up to the observation, the residual ones do.
 """
 
 from __future__ import annotations
 
 import torch
 
+from scalewise.models.quantizer import nearest_code
 from scalewise.models.tokenizer import Tokenizer, area_down
 from scalewise.posterior.classical import biharmonic_inpaint
 from scalewise.posterior.measurements import Operator
@@ -69,6 +80,49 @@ def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_
             known = torch.full_like(tokens, full, dtype=torch.bool)
         plan.append((tokens, known))
     return plan
+
+
+CLAMP_MODES = ("encoded", "residual")
+
+
+class ClampPlan:
+    """Per scale, the known positions of an observation and the tokens clamped there.
+
+    ``latent`` (B, Cvae, H, W) is the completed observation's encoder output, the target of
+    ``residual`` clamping; ``encoded`` holds each scale's (tokens (B, p*p), known (B, p*p) bool).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, encoded: list[tuple[torch.Tensor, torch.Tensor]],
+                 latent: torch.Tensor, mode: str = "encoded"):
+        if mode not in CLAMP_MODES:
+            raise ValueError(f"clamp_mode={mode!r}; allowed: {list(CLAMP_MODES)}")
+        self.tokenizer, self.encoded, self.latent, self.mode = tokenizer, encoded, latent, mode
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_fraction: float = 0.5,
+              min_observed: int = 8, mode: str = "encoded") -> "ClampPlan":
+        """The plan of measurements ``y`` (B, ...): see :func:`clamp_plan` for which tokens are known."""
+        latent = tokenizer.img_to_f(complete_observation(operator, y))
+        return cls(tokenizer, clamp_plan(tokenizer, operator, y, known_fraction, min_observed), latent, mode)
+
+    @torch.no_grad()
+    def at(self, si: int, f_hat_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale ``si``'s (tokens (B, p*p), known (B, p*p) bool), given the sample's latent
+        ``f_hat`` (B, Cvae, H, W) of the scales before si (used by ``residual`` only)."""
+        tokens, known = self.encoded[si]
+        if self.mode == "encoded" or not bool(known.any()):
+            return tokens, known
+        p = self.tokenizer.patch_nums[si]
+        rest = area_down(self.latent - f_hat_BChw.to(self.latent), p)
+        B, C = rest.shape[:2]
+        idx = nearest_code(rest.permute(0, 2, 3, 1).reshape(-1, C), self.tokenizer.quantize.embedding.weight)
+        return idx.view(B, p * p).to(tokens.device), known
+
+    def select(self, rows: torch.Tensor) -> "ClampPlan":
+        """The plan of the measurements ``rows`` (R,) (e.g. particles: each row repeated N times)."""
+        enc = [(t[rows.to(t.device)], k[rows.to(k.device)]) for t, k in self.encoded]
+        return ClampPlan(self.tokenizer, enc, self.latent[rows.to(self.latent.device)], self.mode)
 
 
 def clamp_tokens(tokens_Bl: torch.Tensor, planned: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
-from scalewise.posterior.clamp import clamp_plan, clamp_tokens
+from scalewise.posterior.clamp import ClampPlan, clamp_tokens
 from scalewise.posterior.guidance_config import PosteriorGuidanceConfig
 from scalewise.posterior.measurement_model import MeasurementModel
 from scalewise.posterior.particles import (
@@ -119,8 +119,8 @@ class GradientGuidedSampler:
         gen = torch.Generator(device=device).manual_seed(seed)
         plan = None
         if clamp:
-            plan = clamp_plan(self.tokenizer, meas, y, cfg.clamp_known, cfg.clamp_min_observed)
-            plan = [(t[rows.to(t.device)], k[rows.to(k.device)]) for t, k in plan]
+            plan = ClampPlan.build(self.tokenizer, meas, y, cfg.clamp_known, cfg.clamp_min_observed,
+                                   cfg.clamp_mode).select(rows)
         hooks = _GuidanceHooks(self, meas_rows, y_rows, guided, plan, gen, B, N)
         t0 = time.perf_counter()
         out = run_scales(model, self.tokenizer, labels_B[rows.to(device)], cfg.sampling(labels is not None), gen, hooks)
@@ -140,7 +140,7 @@ class _GuidanceHooks(ScaleHooks):
     """One batch's guidance, draws, clamping and particle resampling in the scale loop."""
 
     def __init__(self, sampler: GradientGuidedSampler, meas: MeasurementModel, y: torch.Tensor, guided: bool,
-                 plan: list[tuple[torch.Tensor, torch.Tensor]] | None, generator: torch.Generator, B: int, N: int):
+                 plan: ClampPlan | None, generator: torch.Generator, B: int, N: int):
         self.sampler, self.meas, self.y, self.guided, self.plan = sampler, meas, y, guided, plan
         self.generator, self.B, self.N = generator, B, N
         self.cfg = sampler.config
@@ -156,6 +156,7 @@ class _GuidanceHooks(ScaleHooks):
         self.log_w = torch.zeros(B, N, device=y.device)
         self.nll_prev = torch.zeros(B * N, device=y.device)
         self._order: torch.Tensor | None = None
+        self.pins: tuple[torch.Tensor, torch.Tensor] | None = None  # this scale's clamped tokens
 
     def on_bind(self, state: LoopState) -> None:
         self.state = state
@@ -168,11 +169,12 @@ class _GuidanceHooks(ScaleHooks):
 
     def on_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
         self.f_prev, self.noise = f_hat_BChw, None
+        self.pins = None if self.plan is None else self.plan.at(si, f_hat_BChw)
         if not self._active(si):
             self.steps.append(0)
             return logits_BlV
         self.noise = gumbel_noise(logits_BlV.shape, self.generator, logits_BlV.device)
-        fixed = None if self.plan is None else self.plan[si]
+        fixed = self.pins
         z, pair, steps = self._guide(si, p, logits_BlV, f_hat_BChw, self.noise, fixed,
                                      self.cfg.steps_at(si, self.num_scales))
         self.losses.append(pair)
@@ -194,10 +196,14 @@ class _GuidanceHooks(ScaleHooks):
         return (probs_BlV.clamp_min(1e-30).log() + self.noise).argmax(-1)  # Gumbel-max with the gradient's noise
 
     def pinned(self, si: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return None if self.plan is None else self.plan[si]
+        return self.pins
+
+    def _pins_at(self, si: int, f_hat_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The look-ahead's clamped tokens of a later scale ``si`` given its latent so far."""
+        return None if self.plan is None else self.plan.at(si, f_hat_BChw)
 
     def on_tokens(self, si: int, tokens_Bl: torch.Tensor) -> torch.Tensor:
-        tokens_Bl = tokens_Bl if self.plan is None else clamp_tokens(tokens_Bl, self.plan[si])
+        tokens_Bl = tokens_Bl if self.plan is None else clamp_tokens(tokens_Bl, self.pins)
         self.tokens = tokens_Bl
         return tokens_Bl
 
@@ -215,7 +221,7 @@ class _GuidanceHooks(ScaleHooks):
         if self.cfg.estimate != "complete" or si == self.num_scales - 1:
             return None
         q, p = self.sampler.tokenizer.quantize, self.sampler.model.cfg.patch_nums[si]
-        full = complete_scales(self.state, si, f_prev, hard_Bl)
+        full = complete_scales(self.state, si, f_prev, hard_Bl, pinned=self._pins_at)
         return full - q.add_scale(f_prev, si, q.embed(hard_Bl.view(-1, p, p)))
 
     def _guide(self, si: int, p: int, logits_BlV: torch.Tensor, f_prev: torch.Tensor, noise: torch.Tensor,
@@ -286,7 +292,7 @@ class _GuidanceHooks(ScaleHooks):
         if si == self.num_scales - 1:
             full = f_hat_BChw
         else:
-            full = complete_scales(self.state, si, self.f_prev, self.tokens, finished=True)
+            full = complete_scales(self.state, si, self.f_prev, self.tokens, finished=True, pinned=self._pins_at)
         x0 = self.sampler.tokenizer.f_to_img(full, clamp=False)
         return self.meas.neg_log_likelihood(x0, self.y)
 
@@ -312,7 +318,7 @@ class _GuidanceHooks(ScaleHooks):
     def reorder(self, si: int) -> torch.Tensor | None:
         order, self._order = self._order, None
         if order is not None and self.plan is not None:
-            self.plan = [(t[order], k[order]) for t, k in self.plan]
+            self.plan = self.plan.select(order)
         return order
 
     def final_weights(self, f_hat_BChw: torch.Tensor | None) -> torch.Tensor:

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import torch
 
+from collections.abc import Callable
+
 from scalewise.sampling.loop import LoopState
 from scalewise.sampling.runner import advance_scale
 
 
 @torch.no_grad()
 def complete_scales(state: LoopState, si: int, f_hat_BChw: torch.Tensor, tokens_Bl: torch.Tensor,
-                    finished: bool = False) -> torch.Tensor:
+                    finished: bool = False,
+                    pinned: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+                    ) -> torch.Tensor:
     """The latent (B, Cvae, H, W) with scale ``si``'s ``tokens`` (B, p_si^2) added to ``f_hat``
     (scales < si) and scales si+1..K-1 filled with their argmax tokens.
 
     ``finished``: the loop already closed scale si (``runner.finish_scale``), e.g. from
     ``on_scale_end``; otherwise the look-ahead closes it on its own copy of the cache.
+    ``pinned(sj, f_hat)``: (tokens (B, p_sj^2), pinned (B, p_sj^2) bool) that scale sj will
+    hold whatever is drawn (e.g. clamped tokens), given the latent of the scales before sj, or
+    None; the look-ahead puts them in too, so the estimate is the image the loop will decode.
     """
     model, tok, runner = state.model, state.tokenizer, state.runner
     pn = model.cfg.patch_nums
@@ -34,7 +41,11 @@ def complete_scales(state: LoopState, si: int, f_hat_BChw: torch.Tensor, tokens_
         runner.finish_scale(si)
     for sj in range(si + 1, len(pn)):
         logits = runner.logits(state.first_input(h), sj, state.cfg_at(sj))
-        idx = logits.argmax(-1).view(B, pn[sj], pn[sj])
+        idx = logits.argmax(-1)
+        pin = None if pinned is None else pinned(sj, f_hat)
+        if pin is not None:
+            idx = torch.where(pin[1], pin[0], idx)
+        idx = idx.view(B, pn[sj], pn[sj])
         runner.finish_scale(sj)
         f_hat, h = advance_scale(model, tok, state.cond_BD, sj, f_hat, idx, state.use_cfg)
     runner.restore(snap)
