@@ -227,7 +227,8 @@ def test_posterior_masked_resampling_repredicts_every_scale(setup):
     model = _tiny_model(tok, "markov", masked=True)
     op = build_operator("box_inpaint", {"size": 8}, x.shape[-1], x.shape[1], num_images=x.shape[0])
     y = op(x)
-    common = dict(alpha=1.0, grad_steps=1, guide_from_scale=1, resample_select="lowest", resample_fraction=0.5)
+    common = dict(alpha=1.0, grad_steps=1, guide_from_scale=1, resample_select="lowest", resample_fraction=0.5,
+                  clamp=False)  # every token free to re-mask
     off = make_sampler(model, tok, op, PosteriorGuidanceConfig(**common, resample="masked")).sample(y, seed=2)
     cfg = PosteriorGuidanceConfig(**common, resample="masked", resample_iters=2)
     calls = []

@@ -50,11 +50,13 @@ def test_alpha_zero_is_exactly_prior_sampling(setup, kind):
     model = _model(tok, kind)
     op = build_operator("box_inpaint", {"size": 6}, x.shape[-1], x.shape[1], num_images=x.shape[0])
     y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
-    cfg = PosteriorGuidanceConfig(alpha=0.0, guide_from_scale=0, particles=1)
+    cfg = PosteriorGuidanceConfig(alpha=0.0, guide_from_scale=0, particles=1, clamp=False)
     sampler = make_sampler(model, tok, op, cfg)
     guided, prior = sampler.sample(y, guided=True, seed=3), sampler.sample(y, guided=False, seed=3)
     assert all(torch.equal(a, b) for a, b in zip(guided.tokens, prior.tokens))
     assert torch.equal(guided.images, prior.images)
+    clamped = make_sampler(model, tok, op, PosteriorGuidanceConfig(alpha=0.0, guide_from_scale=0, particles=1))
+    assert torch.equal(clamped.sample(y, seed=3).images, clamped.sample(y, guided=False, clamp=True, seed=3).images)
     on = make_sampler(model, tok, op, PosteriorGuidanceConfig(alpha=1.0, guide_from_scale=0, particles=1))
     assert not torch.equal(on.sample(y, seed=3).images, prior.images)
 
@@ -323,3 +325,40 @@ def test_presets_and_their_errors():
         PosteriorGuidanceConfig(particles=0)
     with pytest.raises(ConfigError, match="tau must be > 0"):
         PosteriorGuidanceConfig(tau=0)
+
+
+# ----------------------------------------------------------------------------- clamping inside guidance
+
+
+def _known_tokens_held(res, plan_tokens, si) -> bool:
+    tokens, known = plan_tokens[si]
+    return bool(torch.equal(res.tokens[si].flatten(1)[known], tokens[known]))
+
+
+@pytest.mark.parametrize("kind", ["causal", "markov"])
+def test_guided_clamping_holds_the_known_tokens_of_the_scales_it_covers(setup, kind):
+    """``clamp: true`` makes ``guided`` a clamped run (with ``clamp_scales: all``, the same draws as
+    the ``clamp+guided`` method); ``clamp_scales: unguided`` (the default) holds the observation's
+    tokens on the unguided scales only and lets guidance decide the guided ones; without
+    ``clamp``, nothing is held."""
+    from scalewise.posterior.clamp import clamp_plan
+    tok, x = setup
+    model = _model(tok, kind)
+    op = build_operator("box_inpaint", {"size": 6}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    plan = clamp_plan(tok, op, y)
+    K, g = len(tok.patch_nums), 2
+    base = dict(guide_from_scale=g, grad_steps=3, particles=1, stop_at_noise=0.0, alpha=5.0)
+    both = make_sampler(model, tok, op, PosteriorGuidanceConfig(**base)).sample(y, clamp=True, seed=2)
+    via_config = make_sampler(model, tok, op, PosteriorGuidanceConfig(**base, clamp=True, clamp_scales="all"))
+    via_config = via_config.sample(y, seed=2)
+    assert torch.equal(both.images, via_config.images)
+    assert all(_known_tokens_held(both, plan, si) for si in range(K))
+    coarse = make_sampler(model, tok, op, PosteriorGuidanceConfig(**base, clamp=True, clamp_scales="unguided"))
+    res = coarse.sample(y, seed=2)
+    assert all(_known_tokens_held(res, plan, si) for si in range(g))
+    assert not all(_known_tokens_held(res, plan, si) for si in range(g, K))
+    free = make_sampler(model, tok, op, PosteriorGuidanceConfig(**base, clamp=False)).sample(y, seed=2)
+    assert not all(_known_tokens_held(free, plan, si) for si in range(g))
+    with pytest.raises(ConfigError, match="clamp_scales"):
+        PosteriorGuidanceConfig(clamp_scales="fine")

@@ -55,15 +55,24 @@ def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_
     has no footprint at 50%). Other kinds: every token of the scales with ``p / p_last <=
     operator.band`` is known.
     """
+    obs = complete_observation(operator, y)
+    return known_tokens(tokenizer, operator, obs, tokenizer.img_to_f(obs), known_fraction, min_observed)
+
+
+@torch.no_grad()
+def known_tokens(tokenizer: Tokenizer, operator: Operator, obs_BCHW: torch.Tensor, latent_BChw: torch.Tensor,
+                 known_fraction: float = 0.5, min_observed: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`clamp_plan` of a completed observation ``obs`` (B, C, H, W) and its encoder output
+    ``latent`` (B, Cvae, h, w), for callers that have both already."""
     if not 0.0 < known_fraction <= 1.0:
         raise ValueError(f"known_fraction must lie in (0, 1], got {known_fraction}")
     if min_observed < 0:
         raise ValueError(f"min_observed must be >= 0 observed pixels (0 turns the rule off), got {min_observed}")
-    obs = complete_observation(operator, y)
+    obs = obs_BCHW
     mask = operator.known_mask()
     if mask is not None:
         mask = mask.to(obs)
-    idx_maps = tokenizer.encode(obs)
+    idx_maps = tokenizer.quantize(latent_BChw).idx_maps
     pn = tokenizer.patch_nums
     size = obs.shape[-1]
     plan = []
@@ -83,6 +92,7 @@ def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_
 
 
 CLAMP_MODES = ("encoded", "residual")
+CLAMP_SCALES = ("all", "unguided")  # which scales clamping holds when guidance runs too
 
 
 class ClampPlan:
@@ -103,8 +113,10 @@ class ClampPlan:
     def build(cls, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_fraction: float = 0.5,
               min_observed: int = 8, mode: str = "encoded") -> "ClampPlan":
         """The plan of measurements ``y`` (B, ...): see :func:`clamp_plan` for which tokens are known."""
-        latent = tokenizer.img_to_f(complete_observation(operator, y))
-        return cls(tokenizer, clamp_plan(tokenizer, operator, y, known_fraction, min_observed), latent, mode)
+        obs = complete_observation(operator, y)  # one fill and one encoder pass for both
+        latent = tokenizer.img_to_f(obs)
+        return cls(tokenizer, known_tokens(tokenizer, operator, obs, latent, known_fraction, min_observed), latent,
+                   mode)
 
     @torch.no_grad()
     def at(self, si: int, f_hat_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

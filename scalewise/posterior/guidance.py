@@ -93,7 +93,9 @@ class GradientGuidedSampler:
         Args:
             labels: class indices (B,), or None for unconditional sampling (null class, no CFG).
             guided: apply the gradient guidance (False = the prior, or clamp alone).
-            clamp: teacher-force the observation's known tokens (zero-shot baseline).
+            clamp: teacher-force the observation's known tokens at every scale (the ``clamp`` and
+                ``clamp+guided`` methods). Guided runs also clamp when the config says so
+                (``clamp``, on the scales of ``clamp_scales``) and the operator can.
         Returns: a :class:`PosteriorSample` (images in [-1, 1], (B, C, H, W)).
         """
         model, cfg, meas = self.model, self.config, self.measurement
@@ -117,11 +119,13 @@ class GradientGuidedSampler:
         y_rows = y[rows.to(y.device)]
         meas_rows = meas.select(rows) if N > 1 else meas
         gen = torch.Generator(device=device).manual_seed(seed)
+        clamp_scales = "all" if clamp else cfg.clamp_scales  # the clamp methods hold every scale
+        clamp = clamp or (guided and cfg.clamp and meas.can_clamp)
         plan = None
         if clamp:
             plan = ClampPlan.build(self.tokenizer, meas, y, cfg.clamp_known, cfg.clamp_min_observed,
                                    cfg.clamp_mode).select(rows)
-        hooks = _GuidanceHooks(self, meas_rows, y_rows, guided, plan, gen, B, N)
+        hooks = _GuidanceHooks(self, meas_rows, y_rows, guided, plan, gen, B, N, clamp_scales)
         t0 = time.perf_counter()
         out = run_scales(model, self.tokenizer, labels_B[rows.to(device)], cfg.sampling(labels is not None), gen, hooks)
         images_BN = out.images.view(B, N, *out.images.shape[1:])
@@ -140,8 +144,9 @@ class _GuidanceHooks(ScaleHooks):
     """One batch's guidance, draws, clamping and particle resampling in the scale loop."""
 
     def __init__(self, sampler: GradientGuidedSampler, meas: MeasurementModel, y: torch.Tensor, guided: bool,
-                 plan: ClampPlan | None, generator: torch.Generator, B: int, N: int):
+                 plan: ClampPlan | None, generator: torch.Generator, B: int, N: int, clamp_scales: str = "all"):
         self.sampler, self.meas, self.y, self.guided, self.plan = sampler, meas, y, guided, plan
+        self.clamp_scales = clamp_scales
         self.generator, self.B, self.N = generator, B, N
         self.cfg = sampler.config
         self.num_scales = len(sampler.model.cfg.patch_nums)
@@ -169,7 +174,7 @@ class _GuidanceHooks(ScaleHooks):
 
     def on_logits(self, si: int, p: int, logits_BlV: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
         self.f_prev, self.noise = f_hat_BChw, None
-        self.pins = None if self.plan is None else self.plan.at(si, f_hat_BChw)
+        self.pins = self._pins_at(si, f_hat_BChw)
         if not self._active(si):
             self.steps.append(0)
             return logits_BlV
@@ -199,11 +204,14 @@ class _GuidanceHooks(ScaleHooks):
         return self.pins
 
     def _pins_at(self, si: int, f_hat_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The look-ahead's clamped tokens of a later scale ``si`` given its latent so far."""
-        return None if self.plan is None else self.plan.at(si, f_hat_BChw)
+        """Scale ``si``'s clamped tokens given its latent so far (None: nothing clamped there);
+        with ``clamp_scales: unguided``, guidance alone decides the guided scales."""
+        if self.plan is None or (self.clamp_scales == "unguided" and self._active(si)):
+            return None
+        return self.plan.at(si, f_hat_BChw)
 
     def on_tokens(self, si: int, tokens_Bl: torch.Tensor) -> torch.Tensor:
-        tokens_Bl = tokens_Bl if self.plan is None else clamp_tokens(tokens_Bl, self.pins)
+        tokens_Bl = tokens_Bl if self.pins is None else clamp_tokens(tokens_Bl, self.pins)
         self.tokens = tokens_Bl
         return tokens_Bl
 

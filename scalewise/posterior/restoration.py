@@ -10,7 +10,8 @@ Methods (:data:`ALL_METHODS`):
 - ``guided_mean``: the weighted particle mean of the same run (an MMSE estimate);
 - ``guided+dc``: ``guided`` followed by the range-null-space projection onto ``A x = y``
   (operators with an exact pseudo-inverse only);
-- ``clamp+guided``: clamping and guidance together;
+- ``clamp+guided``: clamping at every scale and guidance together (``guided`` itself clamps
+  only the scales it does not guide, by default: ``clamp``, ``clamp_scales``);
 - ``oracle``: the tokenizer's own reconstruction of the clean image, the ceiling of any token
   sampler (needs the clean images: :func:`oracle_restore`).
 
