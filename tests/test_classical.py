@@ -95,3 +95,13 @@ def test_biharmonic_inpaint_fills_every_pixel_and_is_per_image():
     assert torch.equal(filled[1], torch.zeros_like(filled[1]))  # no evidence: mid-grey
     with pytest.raises(ValueError, match="mask"):
         biharmonic_inpaint(x, known[:, :, :8])
+
+
+def test_a_shared_mask_is_filled_for_the_whole_batch_as_image_by_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 2, 12, 12, generator=g) * 2 - 1
+    known = (torch.rand(1, 1, 12, 12, generator=g) > 0.6).float()
+    batch = biharmonic_inpaint(x * known, known)
+    one_by_one = torch.cat([biharmonic_inpaint(x[i:i + 1] * known, known) for i in range(5)])
+    torch.testing.assert_close(batch, one_by_one, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch * known, x * known, atol=1e-6, rtol=0)

@@ -37,7 +37,8 @@ _PAD = 8  # reflect padding around a blurred image, so the FFT's circular bounda
 def biharmonic_inpaint(y_BCHW: torch.Tensor, known_B1HW: torch.Tensor, progress: bool = False) -> torch.Tensor:
     """Fill the unobserved pixels of ``y`` (B, C, H, W) by biharmonic inpainting; observed pixels stay.
 
-    ``known_B1HW`` is (B or 1, 1, H, W) with 1 = observed. Every unobserved pixel is filled; an
+    ``known_B1HW`` is (B or 1, 1, H, W) with 1 = observed; a shared mask (1, ...) is solved for
+    the whole batch at once (the same result as image by image). Every unobserved pixel is filled; an
     image with no observed pixel at all becomes 0 (mid-grey). Returns (B, C, H, W) float32 on
     ``y``'s device, not clipped.
     """
@@ -47,6 +48,10 @@ def biharmonic_inpaint(y_BCHW: torch.Tensor, known_B1HW: torch.Tensor, progress:
                          f"H, W; got y {tuple(y_BCHW.shape)}, mask {tuple(known_B1HW.shape)}")
     y_np = y_BCHW.detach().cpu().double().numpy()
     unknown_np = known_B1HW.detach().cpu().numpy()[:, 0] < 0.5  # (B or 1, H, W), True = fill
+    if unknown_np.shape[0] == 1:  # one mask for all: one sparse factorisation, every image a right-hand side
+        B, C, H, W = y_np.shape
+        out_np = _inpaint_one(y_np.reshape(B * C, H, W), unknown_np[0]).reshape(B, C, H, W)
+        return torch.from_numpy(np.ascontiguousarray(out_np)).float().to(y_BCHW.device)
     out_np = np.empty_like(y_np)
     for i in tqdm(range(y_np.shape[0]), desc="biharmonic inpaint", disable=not progress):
         unknown = unknown_np[i if unknown_np.shape[0] > 1 else 0]
