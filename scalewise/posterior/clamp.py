@@ -56,7 +56,13 @@ def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_
     operator.band`` is known.
     """
     obs = complete_observation(operator, y)
-    return known_tokens(tokenizer, operator, obs, tokenizer.img_to_f(obs), known_fraction, min_observed)
+    return known_tokens(tokenizer, operator, obs, encode_observation(tokenizer, obs), known_fraction, min_observed)
+
+
+def encode_observation(tokenizer: Tokenizer, obs_BCHW: torch.Tensor) -> torch.Tensor:
+    """The encoder output (B, Cvae, h, w) of a completed observation, in the tokenizer's weight dtype
+    (``obs`` is float32; the weights may be bf16)."""
+    return tokenizer.img_to_f(obs_BCHW.to(next(tokenizer.parameters()).dtype))
 
 
 @torch.no_grad()
@@ -114,7 +120,7 @@ class ClampPlan:
               min_observed: int = 8, mode: str = "encoded") -> "ClampPlan":
         """The plan of measurements ``y`` (B, ...): see :func:`clamp_plan` for which tokens are known."""
         obs = complete_observation(operator, y)  # one fill and one encoder pass for both
-        latent = tokenizer.img_to_f(obs)
+        latent = encode_observation(tokenizer, obs)
         return cls(tokenizer, known_tokens(tokenizer, operator, obs, latent, known_fraction, min_observed), latent,
                    mode)
 
