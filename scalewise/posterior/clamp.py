@@ -55,25 +55,13 @@ def clamp_plan(tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_
     has no footprint at 50%). Other kinds: every token of the scales with ``p / p_last <=
     operator.band`` is known.
     """
-    obs = complete_observation(operator, y)
-    return known_tokens(tokenizer, operator, obs, encode_observation(tokenizer, obs), known_fraction, min_observed)
+    return ClampPlan.build(tokenizer, operator, y, known_fraction, min_observed).encoded
 
 
-def encode_observation(tokenizer: Tokenizer, obs_BCHW: torch.Tensor) -> torch.Tensor:
-    """The encoder output (B, Cvae, h, w) of a completed observation, in the tokenizer's weight dtype
-    (``obs`` is float32; the weights may be bf16)."""
-    return tokenizer.img_to_f(obs_BCHW.to(next(tokenizer.parameters()).dtype))
-
-
-@torch.no_grad()
-def known_tokens(tokenizer: Tokenizer, operator: Operator, obs_BCHW: torch.Tensor, latent_BChw: torch.Tensor,
-                 known_fraction: float = 0.5, min_observed: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _known_tokens(tokenizer: Tokenizer, operator: Operator, obs_BCHW: torch.Tensor, latent_BChw: torch.Tensor,
+                  known_fraction: float, min_observed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`clamp_plan` of a completed observation ``obs`` (B, C, H, W) and its encoder output
-    ``latent`` (B, Cvae, h, w), for callers that have both already."""
-    if not 0.0 < known_fraction <= 1.0:
-        raise ValueError(f"known_fraction must lie in (0, 1], got {known_fraction}")
-    if min_observed < 0:
-        raise ValueError(f"min_observed must be >= 0 observed pixels (0 turns the rule off), got {min_observed}")
+    ``latent`` (B, Cvae, h, w)."""
     obs = obs_BCHW
     mask = operator.known_mask()
     if mask is not None:
@@ -119,9 +107,13 @@ class ClampPlan:
     def build(cls, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_fraction: float = 0.5,
               min_observed: int = 8, mode: str = "encoded") -> "ClampPlan":
         """The plan of measurements ``y`` (B, ...): see :func:`clamp_plan` for which tokens are known."""
-        obs = complete_observation(operator, y)  # one fill and one encoder pass for both
-        latent = encode_observation(tokenizer, obs)
-        return cls(tokenizer, known_tokens(tokenizer, operator, obs, latent, known_fraction, min_observed), latent,
+        if not 0.0 < known_fraction <= 1.0:
+            raise ValueError(f"known_fraction must lie in (0, 1], got {known_fraction}")
+        if min_observed < 0:
+            raise ValueError(f"min_observed must be >= 0 observed pixels (0 turns the rule off), got {min_observed}")
+        obs = complete_observation(operator, y)  # one fill and one encoder pass for the tokens and the latent
+        latent = tokenizer.img_to_f(obs.to(next(tokenizer.parameters()).dtype))  # the weights may be bf16
+        return cls(tokenizer, _known_tokens(tokenizer, operator, obs, latent, known_fraction, min_observed), latent,
                    mode)
 
     @torch.no_grad()

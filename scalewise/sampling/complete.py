@@ -9,9 +9,9 @@ mask each look-ahead scale is one cache-free pass over its own tokens.
 
 from __future__ import annotations
 
-import torch
-
 from collections.abc import Callable
+
+import torch
 
 from scalewise.sampling.loop import LoopState
 from scalewise.sampling.runner import advance_scale
