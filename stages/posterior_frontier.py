@@ -4,7 +4,8 @@ Reads ``params.yaml: posterior_frontier`` (particles x steps grid, images, batch
 ``reconstruct.guidance`` (the base settings), ``data/degraded/<task>.pt`` for every task and
 ``models/<model>.pt`` for var and srdd. Writes ``metrics/posterior_frontier.json`` shaped
 ``{model: {task: {n<N>_s<S>: {particles, steps, psnr, psnr_mean, ssim, consistency,
-sec_per_image, ratio_to_prior}}}}``.
+sec_per_image, ratio_to_prior}}}}``; the point ``clamp`` is the token-clamping baseline on the
+same images.
 
     python -m stages.posterior_frontier [--models var,srdd]
 """
@@ -35,8 +36,9 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     cfg = stage_config(FrontierConfig, params, "posterior_frontier", args.params)
-    base = guidance_config(section(params, "reconstruct", args.params).get("guidance"),
-                           f"{args.params}: reconstruct.guidance")
+    where = f"{args.params}: reconstruct.guidance"
+    base = dict(section(params, "reconstruct", args.params).get("guidance") or {})
+    guidance_config(base, where)  # bad settings fail before any model is loaded
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     test_u8, _, _ = load_split(args.data, "test")
@@ -45,7 +47,7 @@ def main() -> None:
     if not task_files:
         raise FileNotFoundError(f"{args.degraded}: no degraded tasks (run `dvc repro degrade`)")
     results: dict = {}
-    with tracked("posterior_frontier", params, {**to_dict(cfg), "guidance": to_dict(base)}) as tracker:
+    with tracked("posterior_frontier", params, {**to_dict(cfg), "guidance": to_dict(guidance_config(base, where))}) as tracker:
         for name in args.models.split(","):
             model = load_transformer(f"models/{name}.pt", cfg.device)
             for path in tqdm(task_files, desc=f"posterior_frontier[{name}]"):
@@ -56,9 +58,9 @@ def main() -> None:
                 op = op.select(idx)
                 clean = to_unit(test_u8[deg["indices"][:n]])
                 points = frontier(model, tokenizer, op, deg["y"][:n].to(cfg.device), clean, base, cfg,
-                                  float(deg["sigma_y"]))
+                                  float(deg["sigma_y"]), where)
                 results.setdefault(name, {})[path.stem] = points
-                best = max(points.values(), key=lambda r: r["psnr_mean"])
+                best = max((r for p, r in points.items() if p != "clamp"), key=lambda r: r["psnr_mean"])
                 print(f"posterior_frontier: {name} {path.stem}: best mean PSNR {best['psnr_mean']:.2f} dB at "
                       f"N={best['particles']}, S={best['steps']} ({best['ratio_to_prior']:.1f}x prior)")
         out = write_json(Path("metrics/posterior_frontier.json"), results)

@@ -6,7 +6,9 @@ settings over their preset), ``data/degraded/<task>.pt``, the clean test images 
 Writes ``reports/reconstruct/<model>/<task>/``: one folder of PNGs per method, a
 side-by-side grid (clean | observation | each method) and ``per_image.csv``; and the DVC
 metrics ``metrics/reconstruct/<model>/<task>.json``: ``{method: {psnr, ssim, consistency,
-sec_per_image}}`` (means over the images; PSNR in dB, consistency ``||A(x_hat) - y||``).
+sec_per_image}}`` (means over the images; PSNR in dB, consistency ``||A(x_hat) - y||``; seconds
+per image after one untimed warm-up batch per method). The guidance settings are the preset's
+for this task's operator kind, under the section's own values.
 
     python -m stages.reconstruct --model var --task box_inpaint
 """
@@ -41,7 +43,7 @@ def main() -> None:
     params = load_params(args.params)
     where = f"{args.params}: reconstruct"
     cfg = stage_config(ReconstructConfig, params, "reconstruct", args.params)
-    guidance = guidance_config(cfg.guidance, f"{where}.guidance")
+    guidance_config(cfg.guidance, f"{where}.guidance")  # bad settings fail before any file is read
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task_file = Path(args.degraded) / f"{args.task}.pt"
@@ -50,6 +52,7 @@ def main() -> None:
         raise FileNotFoundError(f"{task_file}: no such degraded task (have {tasks}); add it to degrade.tasks")
     deg = load_torch(task_file)
     op = Operator.from_state_dict(deg["operator"])
+    guidance = guidance_config(cfg.guidance, f"{where}.guidance", operator_kind=op.kind)
     y = deg["y"]
     test_u8, _, _ = load_split(args.data, "test")
     clean = to_unit(test_u8[deg["indices"]])
@@ -73,7 +76,7 @@ def main() -> None:
                   "pseudo-inverse for the data-consistency projection")
         sampled = [m for m in methods if m != "oracle"]
         results = restore_methods(model, tokenizer, op, y.to(cfg.device), sampled, guidance, labels, cfg.batch_size,
-                                  cfg.seed, float(deg["sigma_y"]), progress=True)
+                                  cfg.seed, float(deg["sigma_y"]), progress=True, warmup=True)
         if "oracle" in methods:
             results["oracle"] = oracle_restore(tokenizer, clean.to(cfg.device))
         for method in tqdm(methods, desc=f"{args.model}/{args.task}: scoring"):

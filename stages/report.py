@@ -4,7 +4,7 @@ Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{mod
 {fid, isc, kid, precision, recall, images_per_s, peak_memory_bytes, extractor, ...}}}``), reads
 ``metrics/evaluate_reconstruct.json``, ``metrics/posterior_frontier.json`` and
 ``data/degraded/manifest.json`` (T4 / T4b's test-image counts and noise), and writes
-``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1..T5 with T4b, see
+``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1..T5 with T4b-T4d, see
 :mod:`scalewise.evaluation.paper_tables`) and the plots ``reports/paper_tables/t2_masked_sweep.png``,
 ``t3_cfg_sweep.png`` and ``t4b_posterior_frontier.png``; all logged to MLflow.
 
@@ -14,6 +14,7 @@ Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{mod
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,10 @@ def table_notes(params: dict, manifest: dict, degraded: dict) -> dict[str, dict[
     n_front = (params.get("posterior_frontier") or {}).get("num_images")
     if n_front:
         frontier["frontier images"] = (f"the first {n_front} of each task's test images; point n<N>_s<S>: N particles, "
-                                       "S steps per guided scale, the rest from reconstruct.guidance")
-    return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": frontier}
+                                       "S steps per guided scale, the rest from reconstruct.guidance; other points are "
+                                       "posterior_frontier.variants and the clamp baseline; times after a warm-up batch")
+    return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": frontier,
+            "T4c": inverse, "T4d": frontier}
 
 
 def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
@@ -112,7 +115,8 @@ def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
 
 def _plot_frontier(t: Table, path: Path) -> Path:
     """Mean-particle PSNR against seconds per image, one panel per task, one line per model (grid points
-    by cost; named variants such as masked resampling as single markers)."""
+    by cost; named variants such as masked resampling, the fast preset and the clamp baseline as single
+    markers)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
@@ -121,10 +125,11 @@ def _plot_frontier(t: Table, path: Path) -> Path:
     for ax, task in zip(axes[0], tasks):
         for model in dict.fromkeys(r[1] for r in t.rows if r[0] == task):
             rows = [r for r in t.rows if r[0] == task and r[1] == model]
-            pts = sorted((r[9], r[7]) for r in rows if not r[5])
+            grid = [r for r in rows if re.fullmatch(r"n\d+_s\d+", r[2])]  # the particles x steps grid
+            pts = sorted((r[9], r[7]) for r in grid)
             line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
             for r in rows:
-                if r[5]:
+                if r not in grid:
                     ax.plot([r[9]], [r[7]], marker="*", markersize=9, color=line.get_color(),
                             label=f"{model} {r[2]}", linestyle="none")
         ax.set_xscale("log")

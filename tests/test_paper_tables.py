@@ -26,8 +26,17 @@ def _evaluate() -> dict:
     return {"var": {"default": _result(11.0)}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
 
 
-RECON = {v: {"sr_x4": {m: {"psnr": 14.0, "ssim": 0.5, "consistency": 1.0, "sec_per_image": 0.01, "fid": 20.0}
-                       for m in ("prior", "guided")}} for v in ("var", "srdd")}
+def _method(psnr: float, fid: float, consistency: float, sec: float) -> dict:
+    return {"psnr": psnr, "ssim": 0.5, "consistency": consistency, "sec_per_image": sec, "fid": fid}
+
+
+# method -> (PSNR, FID, consistency, s/img); srdd's guided misses "+1 dB" and "FID", var's meets every T4 goal
+_RECON_METHODS = {"prior": (10.0, 30.0, 9.0, 0.01), "classical": (15.0, 40.0, 0.5, 0.001),
+                  "clamp": (14.0, 20.0, 5.0, 0.012), "guided_mean": (17.0, 6.0, 1.1, 0.15),
+                  "oracle": (27.0, 2.0, 1.0, 0.001)}
+RECON = {v: {"sr_x4": {**{m: _method(*vals) for m, vals in _RECON_METHODS.items()},
+                       "guided": _method(*((16.0, 5.0, 1.2, 0.15) if v == "var" else (14.5, 25.0, 1.2, 0.15)))}}
+         for v in ("var", "srdd")}
 
 
 def _point(particles: int, steps: int, psnr: float, sec: float) -> dict:
@@ -36,27 +45,49 @@ def _point(particles: int, steps: int, psnr: float, sec: float) -> dict:
 
 
 FRONTIER = {v: {task: {"p4_s2": _point(4, 2, 16.0, 0.08), "p1_s1": _point(1, 1, 14.0, 0.01),
-                       "p2_s1": _point(2, 1, 15.0, 0.02)} for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}
+                       "p2_s1": _point(2, 1, 15.0, 0.02), "default": _point(1, 10, 16.5, 0.1),
+                       "fast": _point(1, 1, 15.0 if v == "var" else 13.0, 0.03),
+                       "masked_resampling": _point(1, 10, 17.5 if v == "srdd" else 17.0, 0.2),
+                       "clamp": _point(1, 0, 14.0, 0.012)}
+                for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}
 CONTEXT = {"dataset": "digits", "git commit": "abc123"}
 
 
 def test_every_table_has_its_rows_and_states_its_context():
     tables = build_tables(list(TABLES), _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
     by = {t.key: t for t in tables}
-    assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T4b", "T5"]
+    assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5"]
     assert [r[0] for r in by["T1"].rows] == ["VAR", "SRDD", "SRDD + simple resampling", "SRDD + masked resampling",
                                                "SRDD + MR + tuned CFG", "SRDD distilled"]
     assert by["T1"].rows[4][2] == "masked, cfg=2" and by["T1"].rows[5][8] == 5  # tuned CFG shown; distilled steps
     assert [(r[0], r[1]) for r in by["T2"].rows] == [(0.05, 1), (0.05, 2), (0.1, 1), (0.1, 2)]
     assert [r[0] for r in by["T3"].rows] == [0.0, 1.0, 2.0] and by["T3"].rows[2][2] == 8.0
-    assert len(by["T4"].rows) == 4 and {r[2] for r in by["T4"].rows} == {"var", "srdd"}
-    assert len(by["T4b"].rows) == 12
-    assert by["T4b"].rows[0] == ["deblur", "srdd", "p1_s1", 1, 1, 0, 14.0, 14.0, 0.2, 0.01, 1.0]
-    assert [r[3:5] for r in by["T4b"].rows[:3]] == [[1, 1], [2, 1], [4, 2]]  # by cost within (task, model)
+    assert len(by["T4"].rows) == 12 and {r[2] for r in by["T4"].rows} == {"var", "srdd"}
+    assert len(by["T4b"].rows) == 28
+    deblur_srdd = [r for r in by["T4b"].rows if r[:2] == ["deblur", "srdd"]]
+    assert ["deblur", "srdd", "p1_s1", 1, 1, 0, 14.0, 14.0, 0.2, 0.01, 1.0] in deblur_srdd
+    grid = [r[3:5] for r in deblur_srdd if r[2].startswith("p")]
+    assert grid == [[1, 1], [2, 1], [4, 2]]  # by cost within (task, model)
     assert by["T5"].rows[2][3] == pytest.approx((100 / 5) / (100 / 7))  # distilled speed-up vs VAR
     for t in tables:
         assert "dataset: digits" in t.notes and "git commit: abc123" in t.notes
         assert all(len(r) == len(t.columns) for r in t.rows)
+
+
+def test_t4c_checks_every_goal_and_names_the_unmet_ones():
+    (t4c, t4d) = build_tables(["T4c", "T4d"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
+    rows = {r[1]: r for r in t4c.rows}
+    var, srdd = rows["var"], rows["srdd"]
+    assert var[2] == pytest.approx(2.0) and var[6] == pytest.approx(1.2) and var[7] == pytest.approx(2.0)
+    assert var[8] == pytest.approx(15.0) and var[9] == pytest.approx(3.0) and var[10] == pytest.approx(1.0)
+    assert var[11] == "none"
+    assert srdd[2] == pytest.approx(0.5) and srdd[10] == pytest.approx(-1.0)
+    assert srdd[11] == "+1 dB, FID, fast > clamp"
+    (sr,) = [r for r in t4d.rows if r[0] == "sr_x4"]
+    assert sr[1:5] == [16.5, 17.0, 16.5, 17.5] and sr[5] == pytest.approx(1.0) and sr[6] == pytest.approx(0.5)
+    broken = {v: {t: {p: r for p, r in pts.items() if p != "fast"} for t, pts in ts.items()} for v, ts in FRONTIER.items()}
+    with pytest.raises(MissingResult, match=r"posterior_frontier\.json: no result at srdd/sr_x4/fast \(run `dvc repro posterior_frontier`"):
+        build_tables(["T4c"], _evaluate(), RECON, CONTEXT, frontier=broken)
 
 
 def test_renderings_hold_the_same_numbers():

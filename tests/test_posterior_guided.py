@@ -12,7 +12,8 @@ from scalewise.core.config import ConfigError
 from scalewise.core.images import to_unit
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 from scalewise.posterior.guidance import GradientGuidedSampler
-from scalewise.posterior.guidance_config import PRESETS, PosteriorGuidanceConfig, guidance_config
+from scalewise.posterior import guidance_config as guidance_config_module
+from scalewise.posterior.guidance_config import KIND_PRESETS, PRESETS, PosteriorGuidanceConfig, guidance_config
 from scalewise.posterior.measurement_model import MeasurementModel
 from scalewise.posterior.measurements import build_operator
 from scalewise.posterior.particles import (
@@ -325,6 +326,32 @@ def test_presets_and_their_errors():
         PosteriorGuidanceConfig(particles=0)
     with pytest.raises(ConfigError, match="tau must be > 0"):
         PosteriorGuidanceConfig(tau=0)
+
+
+def test_operator_kind_settings_sit_between_the_preset_and_explicit_values(monkeypatch):
+    monkeypatch.setitem(guidance_config_module.KIND_PRESETS, "fast", {"outpaint": {"grad_steps": 3, "temperature": 0.5}})
+    kind = guidance_config({"preset": "fast"}, operator_kind="outpaint")
+    assert kind.grad_steps == 3 and kind.temperature == 0.5 and kind.clamp == PRESETS["fast"].get("clamp", True)
+    other = guidance_config({"preset": "fast"}, operator_kind="superres")  # another kind: the preset alone
+    assert other.grad_steps == PRESETS["fast"]["grad_steps"] and other.temperature == 1.0
+    assert guidance_config({"preset": "fast", "grad_steps": 7}, operator_kind="outpaint").grad_steps == 7  # explicit wins
+    assert guidance_config({"preset": "fast"}).grad_steps == PRESETS["fast"]["grad_steps"]  # no kind given
+    for preset, kinds in KIND_PRESETS.items():  # the shipped per-kind settings are valid configs
+        assert preset in PRESETS
+        for kind_name in kinds:
+            guidance_config({"preset": preset}, operator_kind=kind_name)
+
+
+def test_warm_up_leaves_the_restorations_unchanged(setup):
+    tok, x = setup
+    model = _model(tok, "markov")
+    op = build_operator("random_inpaint", {"ratio": 0.5}, x.shape[-1], x.shape[1], num_images=x.shape[0])
+    y = op.measure(x, 0.05, torch.Generator().manual_seed(0))
+    cfg = PosteriorGuidanceConfig(guide_from_scale=2, grad_steps=2)
+    cold = restore_methods(model, tok, op, y, ["prior", "clamp", "guided"], cfg, batch_size=4, seed=5)
+    warm = restore_methods(model, tok, op, y, ["prior", "clamp", "guided"], cfg, batch_size=4, seed=5, warmup=True)
+    for m in cold:
+        assert torch.equal(cold[m].images, warm[m].images), m
 
 
 # ----------------------------------------------------------------------------- clamping inside guidance

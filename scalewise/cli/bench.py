@@ -69,9 +69,9 @@ def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
     from scalewise.bench.restore import bench_restore, random_models
     from scalewise.models.checkpoints import load_tokenizer, load_transformer
     from scalewise.posterior.guidance_config import guidance_config
+    from scalewise.posterior.tasks import standard_task
 
     over = {k: getattr(args, k) for k in ("grad_steps", "guide_from_scale") if getattr(args, k) is not None}
-    config = guidance_config({"preset": args.preset, **over}, "scalewise bench restore")
     methods = tuple(m for m in args.methods.split(",") if m)
     if (args.model is None) != (args.tokenizer is None):
         raise ValueError("bench restore: give both --model and --tokenizer, or neither (random weights)")
@@ -80,6 +80,8 @@ def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
     records = []
     for model, tok in pairs:
         for task in args.tasks.split(","):
+            config = guidance_config({"preset": args.preset, **over}, "scalewise bench restore",
+                                     operator_kind=standard_task(task)["kind"])  # the preset's settings for this task
             for batch in args.batch_sizes:
                 rec = bench_restore(model, tok, task, batch, config, methods, args.runs, args.warmup)
                 records.append(rec)

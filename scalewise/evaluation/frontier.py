@@ -1,20 +1,22 @@
 """The PSNR-vs-seconds frontier of guided posterior sampling (table T4b).
 
 Each point is the ``guided`` restoration of one task's measurements with the base guidance
-settings changed to ``particles`` N and ``grad_steps`` S per guided scale; its time is measured
-side by side with unguided sampling (``prior``) on the same images and batch size.
+settings (``reconstruct.guidance``) changed to ``particles`` N and ``grad_steps`` S per guided
+scale, or by a named variant (which may name another preset, e.g. ``{preset: fast}``). Its time
+is measured side by side with unguided sampling (``prior``) on the same images and batch size,
+each run after one untimed warm-up batch. The ``clamp`` baseline is a reference point.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
-from scalewise.posterior.guidance_config import PosteriorGuidanceConfig
+from scalewise.posterior.guidance_config import guidance_config
 from scalewise.posterior.measurements import Operator
 from scalewise.posterior.restoration import restore_methods, score
 
@@ -46,26 +48,39 @@ def point_name(particles: int, grad_steps: int) -> str:
 
 
 def frontier(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, clean: torch.Tensor,
-             base: PosteriorGuidanceConfig, config: FrontierConfig, sigma_y: float) -> dict[str, dict[str, float]]:
+             base: dict[str, Any], config: FrontierConfig, sigma_y: float,
+             where: str = "reconstruct.guidance") -> dict[str, dict[str, float]]:
     """``{point: {particles, steps, resample_iters, psnr, psnr_mean, ssim, consistency, sec_per_image,
-    ratio_to_prior}}`` for the particles x grad_steps grid and each named variant of ``config``.
+    ratio_to_prior}}`` for the particles x grad_steps grid, each named variant of ``config`` and
+    the ``clamp`` baseline (whose ``psnr_mean`` is its ``psnr``).
 
-    ``psnr`` is the best-consistency particle (``guided``), ``psnr_mean`` the particle mean
-    (``guided_mean``); ``clean`` (N, C, H, W) and ``y`` (N, ...) hold the same images.
+    ``base`` holds the guidance values (a preset and overrides) the points change; each point is
+    built with :func:`guidance_config` for ``operator``'s kind. ``psnr`` is the best-consistency
+    particle (``guided``), ``psnr_mean`` the particle mean (``guided_mean``); ``clean`` (N, C, H, W)
+    and ``y`` (N, ...) hold the same images.
     """
     points = [(point_name(n, st), {"particles": n, "grad_steps": st}) for n in config.particles for st in config.grad_steps]
     points += [(name, dict(changes)) for name, changes in config.variants.items()]
-    prior = restore_methods(model, tokenizer, operator, y, ["prior"], base, None, config.batch_size, config.seed,
-                            sigma_y)["prior"]
+    base_cfg = guidance_config(base, where, operator.kind)
+
+    def run(methods: list[str], cfg) -> dict:
+        return restore_methods(model, tokenizer, operator, y, methods, cfg, None, config.batch_size, config.seed,
+                               sigma_y, warmup=True)
+
+    prior = run(["prior"], base_cfg)["prior"]
     out: dict[str, dict[str, float]] = {}
-    for name, changes in points:
-        cfg = replace(base, **changes, preset="custom")
-        res = restore_methods(model, tokenizer, operator, y, ["guided", "guided_mean"], cfg, None,
-                              config.batch_size, config.seed, sigma_y)
+    for name, changes in points + [("clamp", None)]:
+        cfg = base_cfg if changes is None else guidance_config({**base, **changes}, f"{where} + {name}", operator.kind)
+        if changes is None:
+            res = run(["clamp"], cfg)
+            res["guided"] = res["guided_mean"] = res["clamp"]
+        else:
+            res = run(["guided", "guided_mean"], cfg)
         s = score(clean, res["guided"].images, operator, y)
         s_mean = score(clean, res["guided_mean"].images, operator, y)
         out[name] = {
-            "particles": cfg.particles, "steps": cfg.grad_steps, "resample_iters": cfg.resample_iters,
+            "particles": cfg.particles, "steps": 0 if changes is None else cfg.grad_steps,
+            "resample_iters": cfg.resample_iters,
             "psnr": float(s["psnr"].mean()), "psnr_mean": float(s_mean["psnr"].mean()),
             "ssim": float(s["ssim"].mean()), "consistency": float(s["consistency"].mean()),
             "sec_per_image": res["guided"].sec_per_image,

@@ -7,6 +7,7 @@ and LaTeX (pure functions: the ``report`` stage reads the files and writes the o
 - ``T4`` inverse problems: task x method x model: PSNR, SSIM, FID, consistency, s/img.
 - ``T4b`` posterior-sampling frontier: task x model x (particles, steps per scale): PSNR,
   consistency, s/img and the cost as a multiple of the unguided prior's.
+- ``T4c`` the posterior sampler against its goals and ``T4d`` SRDD vs VAR (:mod:`.posterior_goals`).
 - ``T5`` efficiency: VAR vs SRDD vs distilled: img/s, attention-cache bytes, peak memory.
 """
 
@@ -15,10 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-TABLES = ("T1", "T2", "T3", "T4", "T4b", "T5")  # written by the `report` stage
+from scalewise.evaluation.posterior_goals import t4c_goals, t4d_srdd_vs_var
+from scalewise.evaluation.tables import MissingResult, Table
+
+TABLES = ("T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5")  # written by the `report` stage
 ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
 TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # TABLES
 TABLE_PLOTS = "reports/paper_tables"  # the plots of T2 / T3 (sweeps) and T4b (frontier)
@@ -35,24 +38,6 @@ T1_ROWS = (
 )
 T5_ROWS = (("VAR", "var"), ("SRDD", "srdd"), ("SRDD distilled", "srdd_distilled"))
 MIB = 2**20
-
-
-class MissingResult(KeyError):
-    """A table cell's source result is absent (names the metrics file, model and setting)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-@dataclass
-class Table:
-    """One result table: ``rows`` are lists of cells (str, int, float or None)."""
-
-    key: str
-    title: str
-    columns: list[str]
-    rows: list[list[Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def check_names(names: list[str], allowed: tuple[str, ...] = TABLES) -> list[str]:
@@ -144,6 +129,8 @@ def inverse_notes(degraded: dict, num_test: int | None = None) -> dict[str, str]
                        "no validation subset (degrade.validation_images: 0): posterior settings not tuned "
                        "on held-out images")
     notes["noise"] = f"sigma_y = {degraded.get('sigma_y')} (std of Gaussian noise on A(x), images in [-1, 1])"
+    notes["timing"] = ("s/img is wall time per image at the stage's batch size, after one untimed warm-up batch, "
+                       "on the machine that ran the stage")
     return notes
 
 
@@ -190,7 +177,8 @@ def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[st
     """
     builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
                 "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
-                "T4b": lambda: t4b_frontier(frontier), "T5": lambda: t5_efficiency(evaluate)}
+                "T4b": lambda: t4b_frontier(frontier), "T4c": lambda: t4c_goals(recon, frontier),
+                "T4d": lambda: t4d_srdd_vs_var(frontier), "T5": lambda: t5_efficiency(evaluate)}
     notes = [f"{k}: {v}" for k, v in context.items()]
     tables = []
     for name in check_names(names):

@@ -25,21 +25,30 @@ import torch
 from scalewise.models.quantizer import nearest_code
 from scalewise.models.tokenizer import Tokenizer, area_down
 from scalewise.posterior.classical import biharmonic_inpaint
+from scalewise.posterior.fill import harmonic_fill
 from scalewise.posterior.measurements import Operator
 
 
+CLAMP_FILLS = ("biharmonic", "harmonic")
+
+
 @torch.no_grad()
-def complete_observation(operator: Operator, y: torch.Tensor) -> torch.Tensor:
+def complete_observation(operator: Operator, y: torch.Tensor, fill: str = "biharmonic") -> torch.Tensor:
     """The observation as a full image (B, C, H, W) in [-1, 1]: what :func:`clamp_plan` encodes.
 
-    Mask kinds: ``y`` with every unobserved pixel filled by biharmonic inpainting (a smooth
-    continuation of the observed pixels, so an outpainted half continues the background instead
-    of turning mid-grey). Other kinds: the operator's pseudo-inverse.
+    Mask kinds: ``y`` with every unobserved pixel filled (a smooth continuation of the observed
+    pixels, so an outpainted half continues the background instead of turning mid-grey), by
+    ``fill``: ``biharmonic`` (scikit-image, image by image for per-image masks) or ``harmonic``
+    (:func:`~scalewise.posterior.fill.harmonic_fill`, batched torch, no overshoot). Other kinds:
+    the operator's pseudo-inverse.
     """
+    if fill not in CLAMP_FILLS:
+        raise ValueError(f"clamp fill={fill!r}; allowed: {list(CLAMP_FILLS)}")
     obs = operator.pinv(y)
     mask = operator.known_mask()
     if mask is not None:
-        obs = biharmonic_inpaint(obs, mask.to(obs))
+        fill_fn = biharmonic_inpaint if fill == "biharmonic" else harmonic_fill
+        obs = fill_fn(obs, mask.to(obs))
     return obs.clamp(-1, 1)
 
 
@@ -105,13 +114,14 @@ class ClampPlan:
     @classmethod
     @torch.no_grad()
     def build(cls, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor, known_fraction: float = 0.5,
-              min_observed: int = 8, mode: str = "encoded") -> "ClampPlan":
-        """The plan of measurements ``y`` (B, ...): see :func:`clamp_plan` for which tokens are known."""
+              min_observed: int = 8, mode: str = "encoded", fill: str = "biharmonic") -> "ClampPlan":
+        """The plan of measurements ``y`` (B, ...): see :func:`clamp_plan` for which tokens are known
+        and :func:`complete_observation` for ``fill``."""
         if not 0.0 < known_fraction <= 1.0:
             raise ValueError(f"known_fraction must lie in (0, 1], got {known_fraction}")
         if min_observed < 0:
             raise ValueError(f"min_observed must be >= 0 observed pixels (0 turns the rule off), got {min_observed}")
-        obs = complete_observation(operator, y)  # one fill and one encoder pass for the tokens and the latent
+        obs = complete_observation(operator, y, fill)  # one fill and one encoder pass for the tokens and the latent
         latent = tokenizer.img_to_f(obs.to(next(tokenizer.parameters()).dtype))  # the weights may be bf16
         return cls(tokenizer, _known_tokens(tokenizer, operator, obs, latent, known_fraction, min_observed), latent,
                    mode)

@@ -124,7 +124,7 @@ class GradientGuidedSampler:
         plan = None
         if clamp:
             plan = ClampPlan.build(self.tokenizer, meas, y, cfg.clamp_known, cfg.clamp_min_observed,
-                                   cfg.clamp_mode).select(rows)
+                                   cfg.clamp_mode, cfg.clamp_fill).select(rows)
         hooks = _GuidanceHooks(self, meas_rows, y_rows, guided, plan, gen, B, N, clamp_scales)
         t0 = time.perf_counter()
         out = run_scales(model, self.tokenizer, labels_B[rows.to(device)], cfg.sampling(labels is not None), gen, hooks)
