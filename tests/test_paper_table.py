@@ -43,7 +43,8 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     root, _ = project
     md = (root / "reports/paper_tables.md").read_text()
     for key in ("## T1: Generation", "## T2: Masked-resampling sweep", "## T3: CFG sweep", "## T4: Inverse problems",
-                "## T4b: Posterior sampling frontier", "## T5: Efficiency"):
+                "## T4b: Posterior sampling frontier", "## T4c: Posterior sampling against its goals",
+                "## T4d: SRDD with measurement-aware resampling vs VAR guided", "## T5: Efficiency"):
         assert key in md
     for row in ("| VAR |", "| SRDD |", "| SRDD + simple resampling |", "| SRDD + masked resampling |",
                 "| SRDD + MR + tuned CFG |", "| SRDD distilled |"):
@@ -60,7 +61,7 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     assert len(t2) == 2  # threshold 0.1 x iterations 1, 2
     t4_methods = {r["value"] for r in rows if r["table"] == "T4" and r["column"] == "method"}
     assert t4_methods == {"prior", "classical", "clamp", "guided", "guided_mean", "guided+dc", "clamp+guided", "oracle"}
-    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 6
+    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 8
     for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png", "t4b_posterior_frontier.png"):
         assert (root / "reports/paper_tables" / plot).stat().st_size > 0
 
