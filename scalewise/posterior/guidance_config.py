@@ -139,6 +139,8 @@ KIND_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
         # the unseen half is a sample: a cooler prior raised PSNR and lowered FID (guided and clamp alike)
         "outpaint": {"temperature": 0.5},
+        # one mask per image: scikit-image's fill alone costs about 4x a prior sample; harmonic 0.4 ms/img
+        "random_inpaint": {"clamp_fill": "harmonic"},
     },
     "fast": {
         "random_inpaint": {"guide_from_scale": 6, "grad_steps": 2},  # 2 steps on the last scale: +1.8 dB here
