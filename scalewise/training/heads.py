@@ -225,3 +225,25 @@ def train_heads(cfg: TrainHeadsConfig, model: ScaleTransformer, tokens_NL: torch
     result = fit(trainee, opt, Schedule(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.grad_clip), step_fn, report, ckpt)
     backbone.eval()
     return result, heads.eval(), backbone
+
+
+@torch.no_grad()
+def evaluate_heads(heads: SamplingHeads, model: ScaleTransformer, tokens_NL: torch.Tensor, x_NLCv: torch.Tensor,
+                   labels_N: torch.Tensor, cfg: TrainHeadsConfig, batch_size: int = 256) -> dict[str, float]:
+    """Test-set objectives of ``heads`` beside those of untrained heads (tau = 1, the configured
+    CFG, policy at its initialisation), on the same batches and draws: ``{tau, cfg, policy,
+    tau_mean, cfg_mult_mean, remask_frac, rho_mean}`` and ``baseline_<name>`` of each loss."""
+    device = next(heads.parameters()).device
+    torch.manual_seed(cfg.seed)
+    plain = SamplingHeads(heads.cfg).to(device).eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for start in range(0, tokens_NL.shape[0], batch_size):
+        tok, x, lab = (t[start:start + batch_size].to(device) for t in (tokens_NL, x_NLCv, labels_N))
+        for prefix, h in (("", heads), ("baseline_", plain)):
+            parts = heads_losses(h, model, tok, x, lab, cfg, torch.Generator().manual_seed(cfg.seed + start))
+            keys = ("tau", "cfg", "policy") if prefix else tuple(parts)
+            for k in keys:
+                sums[prefix + k] = sums.get(prefix + k, 0.0) + float(parts[k]) * tok.shape[0]
+        n += tok.shape[0]
+    return {k: v / n for k, v in sums.items() if k != "loss"}
