@@ -101,14 +101,17 @@ def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
         written.append(_save(fig, out / "t2_masked_sweep.png"))
     if "T3" in tables:
         t = tables["T3"]
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        ax.plot([r[0] for r in t.rows], [r[2] for r in t.rows], marker="o", color="C0")
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8.0, 3.2))
+        for i, model in enumerate(dict.fromkeys(r[0] for r in t.rows)):
+            rows = [r for r in t.rows if r[0] == model]
+            ax.plot([r[1] for r in rows], [r[3] for r in rows], marker="o", color=f"C{i}", label=model)
+            ax2.plot([r[1] for r in rows], [r[4] for r in rows], marker="s", color=f"C{i}", label=model)
         ax.set_xlabel("cfg")
-        ax.set_ylabel("FID", color="C0")
-        ax2 = ax.twinx()
-        ax2.plot([r[0] for r in t.rows], [r[3] for r in t.rows], marker="s", color="C1")
-        ax2.set_ylabel("IS", color="C1")
-        ax.set_title(t.title, fontsize=9)
+        ax.set_ylabel("FID")
+        ax2.set_xlabel("cfg")
+        ax2.set_ylabel("IS")
+        ax.legend(fontsize=7)
+        fig.suptitle(t.title, fontsize=9)
         written.append(_save(fig, out / "t3_cfg_sweep.png"))
     if "T4b" in tables:
         written.append(_plot_frontier(tables["T4b"], out / "t4b_posterior_frontier.png"))

@@ -40,6 +40,16 @@ def test_sweeps_cover_the_grid_with_stable_names():
     assert got["top_k=10"].top_k == 10 and got["top_k=10"].cfg == 1.5 and got["top_p=0.9"].top_p == 0.9
 
 
+def test_the_cfg_sweep_runs_on_cfg_models_and_the_other_sweeps_on_models():
+    sweeps = SweepConfig(models=["srdd"], cfg=[0, 10], cfg_models=["var", "srdd"], masked_threshold=[0.1],
+                         masked_iters=[1], top_k=[5])
+    base = SamplingSetting()
+    assert list(sweep_settings(base, sweeps, "var")) == ["cfg=0", "cfg=10"]
+    assert list(sweep_settings(base, sweeps, "srdd")) == ["cfg=0", "cfg=10", "masked:t=0.1,n=1", "top_k=5"]
+    assert sweep_settings(base, sweeps, "srdd_distilled") == {}
+    assert list(sweep_settings(base, SweepConfig(models=["srdd"], cfg=[2]), "var")) == []  # cfg_models: models
+
+
 def test_best_cfg_is_the_lowest_fid_point_of_the_cfg_sweep():
     results = {"default": {"fid": 1.0}, "cfg=0": {"fid": 9.0}, "cfg=1.5": {"fid": 4.0}, "cfg=3": {"fid": 5.0}}
     assert best_cfg(results) == 1.5

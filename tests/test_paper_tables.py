@@ -25,7 +25,7 @@ def _evaluate() -> dict:
     srdd.update({f"masked:t={t:g},n={n}": _result(8 + t - n / 10, kind="masked") for t in (0.05, 0.1) for n in (1, 2)})
     srdd.update({"policy": _result(7.5, kind="masked", steps=15), "guidance": _result(9.5),
                  "both": _result(7.2, kind="masked", steps=16)})
-    return {"var": {"default": _result(11.0)}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
+    return {"var": {"default": _result(11.0), "cfg=5": _result(20.0, cfg=5.0, kind="masked")}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
 
 
 def _method(psnr: float, fid: float, consistency: float, sec: float) -> dict:
@@ -69,7 +69,8 @@ def test_every_table_has_its_rows_and_states_its_context():
                                                "SRDD + MR + tuned CFG", "SRDD distilled"]
     assert by["T1"].rows[4][2] == "masked, cfg=2" and by["T1"].rows[5][8] == 5  # tuned CFG shown; distilled steps
     assert [(r[0], r[1]) for r in by["T2"].rows] == [(0.05, 1), (0.05, 2), (0.1, 1), (0.1, 2)]
-    assert [r[0] for r in by["T3"].rows] == [0.0, 1.0, 2.0] and by["T3"].rows[2][2] == 8.0
+    assert [r[:2] for r in by["T3"].rows] == [["srdd", 0.0], ["srdd", 1.0], ["srdd", 2.0], ["var", 5.0]]
+    assert by["T3"].rows[2][3] == 8.0
     assert len(by["T4"].rows) == 12 and {r[2] for r in by["T4"].rows} == {"var", "srdd"}
     assert len(by["T4b"].rows) == 28
     deblur_srdd = [r for r in by["T4b"].rows if r[:2] == ["deblur", "srdd"]]

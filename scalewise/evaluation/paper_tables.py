@@ -3,7 +3,7 @@ and LaTeX (pure functions: the ``report`` stage reads the files and writes the o
 
 - ``T1`` generation: VAR, SRDD, SRDD + simple / masked resampling, SRDD + MR + tuned CFG,
   distilled SRDD: FID, IS, KID, precision, recall, steps, img/s, peak memory.
-- ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep.
+- ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep (every model with one).
 - ``T4`` inverse problems: task x method x model: PSNR, SSIM, FID, consistency, s/img.
 - ``T4b`` posterior-sampling frontier: task x model x (particles, steps per scale): PSNR,
   consistency, s/img and the cost as a multiple of the unguided prior's.
@@ -95,14 +95,18 @@ def t2_masked_sweep(evaluate: dict, model: str = "srdd") -> Table:
 
 
 def t3_cfg_sweep(evaluate: dict, model: str = "srdd") -> Table:
-    t = Table("T3", f"CFG sweep ({model})", ["cfg", "resampling", "FID", "IS", "KID", "precision", "recall"])
-    points = sorted((float(name.split("=", 1)[1]), name) for name in evaluate.get(model, {}) if name.startswith("cfg="))
-    if not points:
+    """The CFG sweep of every model that has one (``model`` first), e.g. VAR beside SRDD."""
+    models = [model] + sorted(m for m in evaluate if m != model)
+    t = Table("T3", "CFG sweep", ["model", "cfg", "resampling", "FID", "IS", "KID", "precision", "recall"])
+    for m in models:
+        points = sorted((float(name.split("=", 1)[1]), name) for name in evaluate.get(m, {}) if name.startswith("cfg="))
+        for cfg, name in points:
+            r = evaluate[m][name]
+            t.rows.append([m, cfg, r["setting"]["resample_kind"], r["fid"], r["isc"], r["kid"], r["precision"],
+                           r["recall"]])
+    if not any(r[0] == model for r in t.rows):
         raise MissingResult(f"metrics/evaluate.json: model {model!r} has no CFG sweep (set params.yaml: "
                             "evaluate.sweeps.cfg)")
-    for cfg, name in points:
-        r = evaluate[model][name]
-        t.rows.append([cfg, r["setting"]["resample_kind"], r["fid"], r["isc"], r["kid"], r["precision"], r["recall"]])
     return t
 
 

@@ -54,8 +54,7 @@ def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSet
             raise ConfigError(f"evaluate.settings: {name!r} is a reserved setting name")
         plan.append((name, setting_from(base, overrides or {}, f"evaluate.settings.{name}"), cfg.samples_per_class,
                      False))
-    if model in cfg.sweeps.models:
-        plan += [(n, s, cfg.sweeps.samples_per_class, True) for n, s in sweep_settings(base, cfg.sweeps).items()]
+    plan += [(n, s, cfg.sweeps.samples_per_class, True) for n, s in sweep_settings(base, cfg.sweeps, model).items()]
     return plan
 
 

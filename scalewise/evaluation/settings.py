@@ -88,6 +88,7 @@ class SweepConfig:
     models: list[str] = field(default_factory=lambda: ["srdd"])
     samples_per_class: int = 50
     cfg: list[float] = field(default_factory=list)
+    cfg_models: list[str] | None = None  # the models of the CFG sweep (None: ``models``)
     cfg_resample: str = "masked"  # resampling used along the CFG sweep (none | simple | masked)
     masked_threshold: list[float] = field(default_factory=list)
     masked_iters: list[int] = field(default_factory=list)
@@ -95,11 +96,16 @@ class SweepConfig:
     top_p: list[float] = field(default_factory=list)
 
 
-def sweep_settings(base: SamplingSetting, sweeps: SweepConfig) -> dict[str, SamplingSetting]:
-    """Every sweep point, named ``cfg=<t>``, ``masked:t=<threshold>,n=<iters>``, ``top_k=<k>``, ``top_p=<p>``."""
+def sweep_settings(base: SamplingSetting, sweeps: SweepConfig, model: str | None = None) -> dict[str, SamplingSetting]:
+    """The sweep points of ``model`` (None: every sweep), named ``cfg=<t>`` (on ``cfg_models``),
+    ``masked:t=<threshold>,n=<iters>``, ``top_k=<k>``, ``top_p=<p>`` (on ``models``)."""
     out: dict[str, SamplingSetting] = {}
-    for t in sweeps.cfg:
-        out[f"cfg={float(t):g}"] = dataclasses.replace(base, cfg=float(t), resample_kind=sweeps.cfg_resample)
+    cfg_models = sweeps.models if sweeps.cfg_models is None else sweeps.cfg_models
+    if model is None or model in cfg_models:
+        for t in sweeps.cfg:
+            out[f"cfg={float(t):g}"] = dataclasses.replace(base, cfg=float(t), resample_kind=sweeps.cfg_resample)
+    if model is not None and model not in sweeps.models:
+        return out
     for thr in sweeps.masked_threshold:
         for n in sweeps.masked_iters:
             out[f"masked:t={float(thr):g},n={int(n)}"] = dataclasses.replace(
