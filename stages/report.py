@@ -6,7 +6,8 @@ Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{mod
 ``data/degraded/manifest.json`` (T4 / T4b's test-image counts and noise), and writes
 ``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1..T5 with T4b-T4d, see
 :mod:`scalewise.evaluation.paper_tables`) and the plots ``reports/paper_tables/t2_masked_sweep.png``,
-``t3_cfg_sweep.png``, ``t4b_posterior_frontier.png`` and ``t7_fid_vs_time.png``; all logged to
+``t3_cfg_sweep.png``, ``t4b_posterior_frontier.png``, ``t7_fid_vs_time.png`` and
+``t8_distill_frontier.png``; all logged to
 MLflow. The learned heads' modes (``metrics/evaluate_heads.json``) join their model's settings,
 and ``metrics/train_heads.json`` gives T7 the heads' size and test losses.
 
@@ -77,7 +78,9 @@ def table_notes(params: dict, manifest: dict, degraded: dict) -> dict[str, dict[
                                        "S steps per guided scale, the rest from reconstruct.guidance; other points are "
                                        "posterior_frontier.variants and the clamp baseline; times after a warm-up batch")
     return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": frontier,
-            "T4c": inverse, "T4d": frontier, "T7": samples}
+            "T4c": inverse, "T4d": frontier, "T7": samples,
+            "T8": {"samples": f"{(params.get('distill_frontier') or {}).get('samples_per_class')} per class "
+                              f"vs {_num_test(manifest)} test images"}}
 
 
 def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
@@ -117,6 +120,16 @@ def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
         written.append(_plot_frontier(tables["T4b"], out / "t4b_posterior_frontier.png"))
     if "T7" in tables and "T2" in tables:
         written.append(_plot_heads(tables["T2"], tables["T7"], out / "t7_fid_vs_time.png"))
+    if "T8" in tables:
+        t = tables["T8"]
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.plot([r[6] for r in t.rows], [r[3] for r in t.rows], marker="o")
+        for r in t.rows:
+            ax.annotate(f"{r[0]}{' (default)' if r[8] else ''}", (r[6], r[3]), fontsize=7)
+        ax.set_xlabel("sampling speed-up vs teacher")
+        ax.set_ylabel("FID")
+        ax.set_title(t.title, fontsize=9)
+        written.append(_save(fig, out / "t8_distill_frontier.png"))
     return written
 
 
@@ -190,6 +203,8 @@ def main() -> None:
     if heads_path.is_file() and heads_model in evaluate:  # the heads' modes beside the model's own settings
         evaluate[heads_model].update(json.loads(heads_path.read_text()))
     heads = json.loads(train_heads_path.read_text()) if train_heads_path.is_file() else None
+    df_path = Path("metrics/distill_frontier.json")
+    distill_frontier = json.loads(df_path.read_text()) if df_path.is_file() else None
     recon_path = Path("metrics/evaluate_reconstruct.json")
     if not recon_path.is_file():
         raise FileNotFoundError(f"{recon_path}: missing (run `dvc repro evaluate_reconstruct`)")
@@ -206,7 +221,8 @@ def main() -> None:
     ctx = context(params, evaluate, manifest, evaluator)
     try:
         tables = build_tables(list(TABLES), evaluate, recon, ctx, sweep_model=sweep_models[0], frontier=frontier,
-                              table_notes=table_notes(params, manifest, degraded), heads=heads)
+                              table_notes=table_notes(params, manifest, degraded), heads=heads,
+                              distill_frontier=distill_frontier)
     except MissingResult as exc:  # a KeyError: make it the stage's one-line error
         raise ValueError(str(exc)) from exc
     with tracked("report", params, {}) as tracker:

@@ -63,6 +63,7 @@ TINY_PARAMS = {
                                         "masked_resampling": {"resample_iters": 1}}},
     "train_evaluator": {"width": 8, "feat_dim": 32, "steps": 40, "batch_size": 64, "lr": 0.004,
                         "weight_decay": 0.0005, "seed": 0, "device": "cpu", "augment": True},
+    "distill_frontier": {"students": {"drop1": [2]}, "samples_per_class": 2},
     "train_heads": {"heads": {"hidden": 4}, "steps": 6, "batch_size": 8, "lr": 0.003, "warmup_steps": 2,
                     "log_every": 3, "ckpt_every": 3, "seed": 0, "device": "cpu", "max_param_fraction": 0.05},
     "distill": {"drop": [3], "steps": 6, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 2,

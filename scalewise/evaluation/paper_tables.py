@@ -11,6 +11,8 @@ and LaTeX (pure functions: the ``report`` stage reads the files and writes the o
 - ``T5`` efficiency: VAR vs SRDD vs distilled: img/s, attention-cache bytes, peak memory.
 - ``T7`` learned sampling heads (SRDD): the inference modes (baseline, policy, guidance, both)
   against fixed masked resampling: FID, IS, precision, recall, steps, img/s, head parameters.
+- ``T8`` the scale-distillation frontier: students dropping 1..4 scales, FID against speed-up,
+  and the default rule's pick (:mod:`.distill_frontier`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import io
 import re
 from typing import Any
 
+from scalewise.evaluation.distill_frontier import t8_distill_frontier
 from scalewise.evaluation.posterior_goals import t4c_goals, t4d_srdd_vs_var
 from scalewise.evaluation.tables import MissingResult, Table
 
-TABLES = ("T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5", "T7")  # written by the `report` stage
+TABLES = ("T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5", "T7", "T8")  # written by the `report` stage
 ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
 TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # TABLES
 TABLE_PLOTS = "reports/paper_tables"  # the plots of T2 / T3 (sweeps) and T4b (frontier)
@@ -198,20 +201,23 @@ def t7_heads_ablation(evaluate: dict, heads: dict | None, model: str = "srdd") -
 
 def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[str, Any],
                  sweep_model: str = "srdd", frontier: dict | None = None,
-                 table_notes: dict[str, dict[str, Any]] | None = None, heads: dict | None = None) -> list[Table]:
+                 table_notes: dict[str, dict[str, Any]] | None = None, heads: dict | None = None,
+                 distill_frontier: dict | None = None) -> list[Table]:
     """The tables ``names`` (see :data:`TABLES`); every table carries the ``context`` notes.
 
     ``context`` holds what a reader needs to compare numbers of any table: dataset, image size,
     extractor, seeds, git commit. ``table_notes`` adds one table's own notes after them (keyed by
     table name: the sample counts of the generation tables, :func:`inverse_notes` for T4 / T4b).
     ``frontier`` is ``metrics/posterior_frontier.json`` for T4b, ``heads``
-    ``metrics/train_heads.json`` for T7. Raises :class:`MissingResult` naming an absent result.
+    ``metrics/train_heads.json`` for T7, ``distill_frontier`` ``metrics/distill_frontier.json``
+    for T8. Raises :class:`MissingResult` naming an absent result.
     """
     builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
                 "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
                 "T4b": lambda: t4b_frontier(frontier), "T4c": lambda: t4c_goals(recon, frontier),
                 "T4d": lambda: t4d_srdd_vs_var(frontier), "T5": lambda: t5_efficiency(evaluate),
-                "T7": lambda: t7_heads_ablation(evaluate, heads, sweep_model)}
+                "T7": lambda: t7_heads_ablation(evaluate, heads, sweep_model),
+                "T8": lambda: t8_distill_frontier(distill_frontier)}
     notes = [f"{k}: {v}" for k, v in context.items()]
     tables = []
     for name in check_names(names):
