@@ -54,3 +54,19 @@ def test_best_cfg_is_the_lowest_fid_point_of_the_cfg_sweep():
     results = {"default": {"fid": 1.0}, "cfg=0": {"fid": 9.0}, "cfg=1.5": {"fid": 4.0}, "cfg=3": {"fid": 5.0}}
     assert best_cfg(results) == 1.5
     assert best_cfg({"default": {"fid": 1.0}}) is None
+
+
+def test_heads_settings_name_their_mode_and_need_masked_resampling_for_the_policy():
+    from scalewise.evaluation.plan import HeadsEvaluateConfig
+
+    base = SamplingSetting()
+    plan = HeadsEvaluateConfig(settings={"both": {"infer_mode": "both", "resample": {"kind": "masked", "iters": 3}},
+                                         "guidance": {"infer_mode": "guidance"}}).plan(base)
+    assert [(n, m, s.resample_kind, s.resample_iters) for n, m, s in plan] == [
+        ("both", "both", "masked", 3), ("guidance", "guidance", "none", 2)]
+    with pytest.raises(ConfigError, match=r"evaluate_heads.settings.x.infer_mode must be one of .*'fancy'"):
+        HeadsEvaluateConfig(settings={"x": {"infer_mode": "fancy"}}).plan(base)
+    with pytest.raises(ConfigError, match="infer_mode 'policy' re-masks inside masked resampling"):
+        HeadsEvaluateConfig(settings={"x": {"infer_mode": "policy"}}).plan(base)
+    with pytest.raises(ConfigError, match="unknown sampling option"):
+        HeadsEvaluateConfig(settings={"x": {"infer_mode": "guidance", "tau": 2}}).plan(base)
