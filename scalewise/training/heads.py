@@ -12,10 +12,12 @@ the true labels and with the null class) and scores three objectives on the head
 - **policy**: on one scale k >= ``resample_from_scale`` per step, the model's own draws
   ``d ~ p(. | true coarser scales)``; the policy head gives each a re-mask probability
   ``m = sigmoid(score)``, a mask is drawn from it, and the masked tokens are re-predicted
-  given the others, ``q``. The loss is the ground-truth likelihood of the result,
-  ``-log(m q(x) + (1 - m) [d = x])``: re-mask where the draw is wrong and the re-prediction
-  would be right, keep the draw otherwise. ``count_weight * (mean(m) - rho)^2`` holds the
-  re-masked share near the group-size head's ``rho`` (and teaches ``rho`` that share).
+  given the others, ``q``. The loss is minus the ground-truth likelihood of the result,
+  ``-(m q(x) + (1 - m) [d = x])`` (the expected accuracy of the position): its gradient
+  re-masks where the re-prediction is more likely right than the draw (``q(x) > [d = x]``)
+  and keeps the draw otherwise. (Its logarithm would re-mask everything: a kept wrong draw
+  has likelihood 0.) ``count_weight * (mean(m) - rho)^2`` holds the re-masked share near the
+  group-size head's ``rho`` (and teaches ``rho`` that share).
 
 ``freeze_backbone`` (default) trains the heads only: the transformer runs without gradients
 and its weights stay bit-identical; otherwise the tau and policy losses fine-tune it too.
@@ -165,7 +167,7 @@ def heads_losses(heads: SamplingHeads, model: ScaleTransformer, tokens_BL: torch
     lik_Bl = remask_Bl * q_gt_Bl + (1 - remask_Bl) * hit_Bl
     rho_B = heads.group_size(h_Bl)
     count = ((remask_Bl.mean(1) - rho_B) ** 2).mean()
-    out["policy"] = -(lik_Bl + 1e-6).log().mean() + cfg.count_weight * count
+    out["policy"] = -lik_Bl.mean() + cfg.count_weight * count
     out["remask_frac"] = remask_Bl.detach().mean()
     out["rho_mean"] = rho_B.detach().mean()
     out["loss"] = out["tau"] + out["cfg"] + out["policy"]
