@@ -6,7 +6,10 @@ Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{mod
 ``data/degraded/manifest.json`` (T4 / T4b's test-image counts and noise), and writes
 ``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1..T5 with T4b-T4d, see
 :mod:`scalewise.evaluation.paper_tables`) and the plots ``reports/paper_tables/t2_masked_sweep.png``,
-``t3_cfg_sweep.png`` and ``t4b_posterior_frontier.png``; all logged to MLflow.
+``t3_cfg_sweep.png``, ``t4b_posterior_frontier.png``, ``t7_fid_vs_time.png`` and
+``t8_distill_frontier.png``; all logged to
+MLflow. The learned heads' modes (``metrics/evaluate_heads.json``) join their model's settings,
+and ``metrics/train_heads.json`` gives T7 the heads' size and test losses.
 
     python -m stages.report [--degraded data/degraded]
 """
@@ -75,7 +78,9 @@ def table_notes(params: dict, manifest: dict, degraded: dict) -> dict[str, dict[
                                        "S steps per guided scale, the rest from reconstruct.guidance; other points are "
                                        "posterior_frontier.variants and the clamp baseline; times after a warm-up batch")
     return {"T1": samples, "T2": samples, "T3": samples, "T5": samples, "T4": inverse, "T4b": frontier,
-            "T4c": inverse, "T4d": frontier}
+            "T4c": inverse, "T4d": frontier, "T7": samples,
+            "T8": {"samples": f"{(params.get('distill_frontier') or {}).get('samples_per_class')} per class "
+                              f"vs {_num_test(manifest)} test images"}}
 
 
 def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
@@ -99,18 +104,52 @@ def plot_sweeps(tables: dict[str, Table], out: Path) -> list[Path]:
         written.append(_save(fig, out / "t2_masked_sweep.png"))
     if "T3" in tables:
         t = tables["T3"]
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        ax.plot([r[0] for r in t.rows], [r[2] for r in t.rows], marker="o", color="C0")
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8.0, 3.2))
+        for i, model in enumerate(dict.fromkeys(r[0] for r in t.rows)):
+            rows = [r for r in t.rows if r[0] == model]
+            ax.plot([r[1] for r in rows], [r[3] for r in rows], marker="o", color=f"C{i}", label=model)
+            ax2.plot([r[1] for r in rows], [r[4] for r in rows], marker="s", color=f"C{i}", label=model)
         ax.set_xlabel("cfg")
-        ax.set_ylabel("FID", color="C0")
-        ax2 = ax.twinx()
-        ax2.plot([r[0] for r in t.rows], [r[3] for r in t.rows], marker="s", color="C1")
-        ax2.set_ylabel("IS", color="C1")
-        ax.set_title(t.title, fontsize=9)
+        ax.set_ylabel("FID")
+        ax2.set_xlabel("cfg")
+        ax2.set_ylabel("IS")
+        ax.legend(fontsize=7)
+        fig.suptitle(t.title, fontsize=9)
         written.append(_save(fig, out / "t3_cfg_sweep.png"))
     if "T4b" in tables:
         written.append(_plot_frontier(tables["T4b"], out / "t4b_posterior_frontier.png"))
+    if "T7" in tables and "T2" in tables:
+        written.append(_plot_heads(tables["T2"], tables["T7"], out / "t7_fid_vs_time.png"))
+    if "T8" in tables:
+        t = tables["T8"]
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.plot([r[6] for r in t.rows], [r[3] for r in t.rows], marker="o")
+        for r in t.rows:
+            ax.annotate(f"{r[0]}{' (default)' if r[8] else ''}", (r[6], r[3]), fontsize=7)
+        ax.set_xlabel("sampling speed-up vs teacher")
+        ax.set_ylabel("FID")
+        ax.set_title(t.title, fontsize=9)
+        written.append(_save(fig, out / "t8_distill_frontier.png"))
     return written
+
+
+def _plot_heads(t2: Table, t7: Table, path: Path) -> Path:
+    """FID against milliseconds per image: the fixed masked-resampling sweep (T2, its own smaller
+    sample count, so its FIDs sit higher) as lines, T7's full-count settings as markers."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    for thr in sorted({r[0] for r in t2.rows}):
+        pts = sorted((1000 / r[7], r[2]) for r in t2.rows if r[0] == thr)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", alpha=0.6, label=f"fixed MR t={thr:g} (sweep)")
+    for i, r in enumerate(t7.rows):
+        ax.plot([1000 / r[7]], [r[2]], marker="*", markersize=10, linestyle="none", color=f"C{(i + 3) % 10}",
+                label=r[0])
+    ax.set_xlabel("ms per image")
+    ax.set_ylabel("FID")
+    ax.set_title(t7.title, fontsize=8)
+    ax.legend(fontsize=6)
+    return _save(fig, path)
 
 
 def _plot_frontier(t: Table, path: Path) -> Path:
@@ -159,6 +198,13 @@ def main() -> None:
     params = load_params(args.params)
     sweep_models = (section(params, "evaluate", args.params).get("sweeps") or {}).get("models") or ["srdd"]
     evaluate = gather(Path("metrics/evaluate"))
+    heads_model = (params.get("evaluate_heads") or {}).get("model", "srdd")
+    heads_path, train_heads_path = Path("metrics/evaluate_heads.json"), Path("metrics/train_heads.json")
+    if heads_path.is_file() and heads_model in evaluate:  # the heads' modes beside the model's own settings
+        evaluate[heads_model].update(json.loads(heads_path.read_text()))
+    heads = json.loads(train_heads_path.read_text()) if train_heads_path.is_file() else None
+    df_path = Path("metrics/distill_frontier.json")
+    distill_frontier = json.loads(df_path.read_text()) if df_path.is_file() else None
     recon_path = Path("metrics/evaluate_reconstruct.json")
     if not recon_path.is_file():
         raise FileNotFoundError(f"{recon_path}: missing (run `dvc repro evaluate_reconstruct`)")
@@ -175,7 +221,8 @@ def main() -> None:
     ctx = context(params, evaluate, manifest, evaluator)
     try:
         tables = build_tables(list(TABLES), evaluate, recon, ctx, sweep_model=sweep_models[0], frontier=frontier,
-                              table_notes=table_notes(params, manifest, degraded))
+                              table_notes=table_notes(params, manifest, degraded), heads=heads,
+                              distill_frontier=distill_frontier)
     except MissingResult as exc:  # a KeyError: make it the stage's one-line error
         raise ValueError(str(exc)) from exc
     with tracked("report", params, {}) as tracker:

@@ -63,6 +63,9 @@ TINY_PARAMS = {
                                         "masked_resampling": {"resample_iters": 1}}},
     "train_evaluator": {"width": 8, "feat_dim": 32, "steps": 40, "batch_size": 64, "lr": 0.004,
                         "weight_decay": 0.0005, "seed": 0, "device": "cpu", "augment": True},
+    "distill_frontier": {"students": {"drop1": [2]}, "samples_per_class": 2},
+    "train_heads": {"heads": {"hidden": 4}, "steps": 6, "batch_size": 8, "lr": 0.003, "warmup_steps": 2,
+                    "log_every": 3, "ckpt_every": 3, "seed": 0, "device": "cpu", "max_param_fraction": 0.05},
     "distill": {"drop": [3], "steps": 6, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 2,
                 "grad_clip": 2.0, "kl_weight": 1.0, "temperature": 1.0, "masked_prob": 0.25, "log_every": 3,
                 "ckpt_every": 3, "seed": 0, "device": "cpu", "grid_per_class": 1, "grid_cfg": 1.5,
@@ -77,6 +80,10 @@ TINY_PARAMS = {
         "sweeps": {"models": ["srdd"], "samples_per_class": 3, "cfg": [0.0, 1.5], "cfg_resample": "masked",
                    "masked_threshold": [0.1], "masked_iters": [1, 2], "top_k": [5], "top_p": [0.9]},
     },
+    "evaluate_heads": {"model": "srdd", "settings": {
+        "policy": {"infer_mode": "policy", "resample": {"kind": "masked", "iters": 2}},
+        "guidance": {"infer_mode": "guidance"},
+        "both": {"infer_mode": "both", "resample": {"kind": "masked", "iters": 2}}}},
     "paper_table": {"cron": "0 4 * * 0"},
     "pipeline": {"cron": "0 3 * * *", "work_pool": "scalewise-test", "retries": 0},
 }

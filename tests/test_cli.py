@@ -100,6 +100,20 @@ def test_sample_and_bench_commands(tmp_path):
     assert bad.returncode == 2 and "class labels must lie in [0, 2]" in bad.stderr
     swapped = scalewise("sample", "--model", str(tmp_path / "tok.pt"), "--tokenizer", str(tmp_path / "tok.pt"))
     assert swapped.returncode == 2 and "expected a transformer" in swapped.stderr
+    from scalewise.core.digest import weights_hash
+    from scalewise.models.checkpoints import save_heads
+    from scalewise.models.heads import HeadsConfig, SamplingHeads
+
+    save_heads(tmp_path / "heads.pt", SamplingHeads(HeadsConfig(width=32)), weights_hash(model))
+    both = scalewise("sample", "--model", str(tmp_path / "var.pt"), "--tokenizer", str(tmp_path / "tok.pt"),
+                     "--per-class", "1", "--infer-mode", "both", "--heads", str(tmp_path / "heads.pt"),
+                     "--out", str(tmp_path / "h.png"))
+    assert both.returncode == 0 and (tmp_path / "h.png").exists(), both.stderr
+    headless = scalewise("sample", "--model", str(tmp_path / "var.pt"), "--tokenizer", str(tmp_path / "tok.pt"),
+                         "--infer-mode", "policy")
+    assert headless.returncode == 2 and "--infer-mode policy needs the model's sampling heads" in headless.stderr
+    unknown = scalewise("sample", "--model", str(tmp_path / "var.pt"), "--infer-mode", "fancy")
+    assert unknown.returncode == 2 and "invalid choice: 'fancy'" in unknown.stderr
 
     out = scalewise("bench", "sample", "--depth", "1", "--width", "32", "--heads", "2", "--image-size", "16",
                     "--downsample", "4", "--patch-nums", "1,2,4", "--vocab", "64", "--cvae", "8",

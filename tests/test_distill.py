@@ -22,7 +22,7 @@ from scalewise.models.student import (
 from scalewise.core.images import to_unit
 from scalewise.core.metrics import psnr
 from scalewise.sampling.generate import generate
-from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+from scalewise.models.tokenizer import Tokenizer, TokenizerConfig, phi_index
 from scalewise.training.batches import encode_dataset
 from scalewise.training.transformer import ModelSettings, TrainConfig, VariantConfig, build_model_config, \
     train_transformer
@@ -166,8 +166,8 @@ def test_tokenizer_view_shares_weights_and_codes_the_short_schedule(trained_toke
     idx_maps = view.encode(x)
     assert [tuple(i.shape) for i in idx_maps] == [(64, 1, 1), (64, 2, 2), (64, 4, 4)]
     assert view.teacher_forcing_input(idx_maps).shape == (64, 2 * 2 + 4 * 4, tok.cfg.cvae)
-    ref = Tokenizer(dataclasses.replace(tok.cfg, patch_nums=[1, 2, 4])).eval()  # built for the schedule
-    ref.load_state_dict(tok.state_dict())
+    ref = Tokenizer(dataclasses.replace(tok.cfg, patch_nums=[1, 2, 4])).eval()  # built for the schedule:
+    ref.load_state_dict(tok.state_dict())  # here its phi by position is the phi by patch size too
     assert all(torch.equal(a, b) for a, b in zip(ref.encode(x), idx_maps))
     with torch.no_grad():
         short = float(psnr(view.decode(idx_maps), x).mean())
@@ -175,6 +175,25 @@ def test_tokenizer_view_shares_weights_and_codes_the_short_schedule(trained_toke
     assert short > 18.0 and short > full - 3.0, (short, full)
     m = tokenizer_psnr(tok, [1, 2, 4], held_out[:64])
     assert m["tokenizer_psnr_short"] == pytest.approx(short, abs=1e-3)
+
+
+def test_tokenizer_view_picks_phi_by_patch_size_and_the_full_schedule_decodes_like_the_tokenizer():
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig(ch=8, ch_mult=[1, 2, 2], downsample=4, vocab_size=16, cvae=4,
+                                    patch_nums=[1, 2, 3, 4, 5, 6, 8], share_quant_resi=4, in_channels=1)).eval()
+    phis = list(tok.quantize.quant_resi.qresi_ls)
+    full = [tok.quantize.quant_resi.for_scale(j, 7) for j in range(7)]
+    student = tokenizer_with_schedule(tok, [1, 2, 4, 6, 8])  # the default drop: scales 3 and 5
+    for k, p in enumerate([1, 2, 4, 6, 8]):
+        assert student.quantize.quant_resi.for_scale(k, 5) is full[[1, 2, 3, 4, 5, 6, 8].index(p)], p
+    by_position = [phis[phi_index(k, 5, 4)] for k in range(5)]  # the old rule: p=2 got phi 1, p=6 phi 2
+    assert by_position[1] is phis[1] is not full[1] and by_position[3] is phis[2] is not full[5]
+    same = tokenizer_with_schedule(tok, list(tok.patch_nums))
+    with torch.no_grad():
+        x = torch.rand(3, 1, 32, 32) * 2 - 1
+        idx = tok.encode(x)
+        assert all(torch.equal(a, b) for a, b in zip(same.encode(x), idx))
+        assert torch.equal(same.decode(idx), tok.decode(idx))
 
 
 def test_tokenizer_view_is_validated():

@@ -40,7 +40,33 @@ def test_sweeps_cover_the_grid_with_stable_names():
     assert got["top_k=10"].top_k == 10 and got["top_k=10"].cfg == 1.5 and got["top_p=0.9"].top_p == 0.9
 
 
+def test_the_cfg_sweep_runs_on_cfg_models_and_the_other_sweeps_on_models():
+    sweeps = SweepConfig(models=["srdd"], cfg=[0, 10], cfg_models=["var", "srdd"], masked_threshold=[0.1],
+                         masked_iters=[1], top_k=[5])
+    base = SamplingSetting()
+    assert list(sweep_settings(base, sweeps, "var")) == ["cfg=0", "cfg=10"]
+    assert list(sweep_settings(base, sweeps, "srdd")) == ["cfg=0", "cfg=10", "masked:t=0.1,n=1", "top_k=5"]
+    assert sweep_settings(base, sweeps, "srdd_distilled") == {}
+    assert list(sweep_settings(base, SweepConfig(models=["srdd"], cfg=[2]), "var")) == []  # cfg_models: models
+
+
 def test_best_cfg_is_the_lowest_fid_point_of_the_cfg_sweep():
     results = {"default": {"fid": 1.0}, "cfg=0": {"fid": 9.0}, "cfg=1.5": {"fid": 4.0}, "cfg=3": {"fid": 5.0}}
     assert best_cfg(results) == 1.5
     assert best_cfg({"default": {"fid": 1.0}}) is None
+
+
+def test_heads_settings_name_their_mode_and_need_masked_resampling_for_the_policy():
+    from scalewise.evaluation.plan import HeadsEvaluateConfig
+
+    base = SamplingSetting()
+    plan = HeadsEvaluateConfig(settings={"both": {"infer_mode": "both", "resample": {"kind": "masked", "iters": 3}},
+                                         "guidance": {"infer_mode": "guidance"}}).plan(base)
+    assert [(n, m, s.resample_kind, s.resample_iters) for n, m, s in plan] == [
+        ("both", "both", "masked", 3), ("guidance", "guidance", "none", 2)]
+    with pytest.raises(ConfigError, match=r"evaluate_heads.settings.x.infer_mode must be one of .*'fancy'"):
+        HeadsEvaluateConfig(settings={"x": {"infer_mode": "fancy"}}).plan(base)
+    with pytest.raises(ConfigError, match="infer_mode 'policy' re-masks inside masked resampling"):
+        HeadsEvaluateConfig(settings={"x": {"infer_mode": "policy"}}).plan(base)
+    with pytest.raises(ConfigError, match="unknown sampling option"):
+        HeadsEvaluateConfig(settings={"x": {"infer_mode": "guidance", "tau": 2}}).plan(base)

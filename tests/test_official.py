@@ -298,6 +298,16 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     arch = TransformerConfig(depth=common.model.depth, width=common.model.width, heads=common.model.heads)
     assert (arch.width, arch.heads) == (1024, 16)  # VAR-d16
     from_dict(DistillConfig, p["distill"], "distill")
+    from scalewise.models.heads import SamplingHeads
+    from scalewise.training.heads import TrainHeadsConfig
+    heads_cfg = from_dict(TrainHeadsConfig, p["train_heads"], "train_heads")
+    from scalewise.evaluation.plan import HeadsEvaluateConfig
+    from scalewise.evaluation.settings import SamplingSetting
+    assert len(from_dict(HeadsEvaluateConfig, p["evaluate_heads"], "evaluate_heads").plan(SamplingSetting())) == 3
+    from scalewise.evaluation.distill_frontier import DistillFrontierConfig
+    assert len(from_dict(DistillFrontierConfig, p["distill_frontier"], "distill_frontier").students) == 4
+    # VAR-d16 has about 310M parameters: the heads stay far below their 2% budget
+    assert SamplingHeads(heads_cfg.heads.config(arch.width)).num_params() < heads_cfg.max_param_fraction * 300e6
     from_dict(EvaluatorConfig, p["train_evaluator"], "train_evaluator")
     deg = from_dict(DegradeConfig, p["degrade"], "degrade")
     for name, spec in deg.tasks.items():

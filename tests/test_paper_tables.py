@@ -23,7 +23,9 @@ def _evaluate() -> dict:
             "masked+tuned_cfg": _result(7.0, cfg=2.0, kind="masked")}
     srdd.update({f"cfg={c:g}": _result(10 - c, cfg=c, kind="masked") for c in (0.0, 1.0, 2.0)})
     srdd.update({f"masked:t={t:g},n={n}": _result(8 + t - n / 10, kind="masked") for t in (0.05, 0.1) for n in (1, 2)})
-    return {"var": {"default": _result(11.0)}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
+    srdd.update({"policy": _result(7.5, kind="masked", steps=15), "guidance": _result(9.5),
+                 "both": _result(7.2, kind="masked", steps=16)})
+    return {"var": {"default": _result(11.0), "cfg=5": _result(20.0, cfg=5.0, kind="masked")}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
 
 
 def _method(psnr: float, fid: float, consistency: float, sec: float) -> dict:
@@ -51,17 +53,31 @@ FRONTIER = {v: {task: {"p4_s2": _point(4, 2, 16.0, 0.08), "p1_s1": _point(1, 1, 
                        "clamp": _point(1, 0, 14.0, 0.012)}
                 for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}
 CONTEXT = {"dataset": "digits", "git commit": "abc123"}
+_REC = {"recall": 0.5, "precision": 0.7, "images_per_s": 10.0}
+DISTILL_FRONTIER = {"teacher": {"patch_nums": [1, 2, 3], "fid": 2.0, **_REC},
+                    "students": {"drop2": {"drop": [2, 3], "patch_nums": [1, 4], "fid": 2.3, "speedup": 1.5, **_REC},
+                                 "drop1": {"drop": [2], "patch_nums": [1, 3, 4], "fid": 2.05, "speedup": 1.1, **_REC}},
+                    "chosen": "drop2", "why": "the lowest-FID student at least 1.3x faster"}
+HEADS = {"head_params": 1234, "head_param_fraction": 0.012, "freeze_backbone": True, "tau": 1.1, "baseline_tau": 1.2,
+         "cfg": 1.3, "baseline_cfg": 1.4, "policy": 0.5, "baseline_policy": 0.7, "tau_mean": 0.9,
+         "cfg_mult_mean": 1.1, "remask_frac": 0.1}
 
 
 def test_every_table_has_its_rows_and_states_its_context():
-    tables = build_tables(list(TABLES), _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
+    tables = build_tables(list(TABLES), _evaluate(), RECON, CONTEXT, frontier=FRONTIER, heads=HEADS,
+                          distill_frontier=DISTILL_FRONTIER)
     by = {t.key: t for t in tables}
-    assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5"]
+    assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5", "T7", "T8"]
+    assert [r[0] for r in by["T8"].rows] == ["teacher", "drop1", "drop2"] and by["T8"].rows[2][-1] == "yes"
+    assert [r[1] for r in by["T7"].rows] == ["default", "masked", "policy", "guidance", "both"]
+    assert [r[-1] for r in by["T7"].rows] == [0, 0, 1234, 1234, 1234] and by["T7"].rows[4][2] == 7.2
+    assert any("tau NLL 1.1000 vs 1.2000" in n for n in by["T7"].notes)
     assert [r[0] for r in by["T1"].rows] == ["VAR", "SRDD", "SRDD + simple resampling", "SRDD + masked resampling",
                                                "SRDD + MR + tuned CFG", "SRDD distilled"]
     assert by["T1"].rows[4][2] == "masked, cfg=2" and by["T1"].rows[5][8] == 5  # tuned CFG shown; distilled steps
     assert [(r[0], r[1]) for r in by["T2"].rows] == [(0.05, 1), (0.05, 2), (0.1, 1), (0.1, 2)]
-    assert [r[0] for r in by["T3"].rows] == [0.0, 1.0, 2.0] and by["T3"].rows[2][2] == 8.0
+    assert [r[:2] for r in by["T3"].rows] == [["srdd", 0.0], ["srdd", 1.0], ["srdd", 2.0], ["var", 5.0]]
+    assert by["T3"].rows[2][3] == 8.0
     assert len(by["T4"].rows) == 12 and {r[2] for r in by["T4"].rows} == {"var", "srdd"}
     assert len(by["T4b"].rows) == 28
     deblur_srdd = [r for r in by["T4b"].rows if r[:2] == ["deblur", "srdd"]]
@@ -115,6 +131,8 @@ def test_unknown_table_names_and_missing_results_are_named():
         build_tables(["T3"], {"srdd": {"default": _result(1.0)}}, RECON, CONTEXT)
     with pytest.raises(MissingResult, match=r"metrics/posterior_frontier\.json.*dvc repro posterior_frontier"):
         build_tables(["T4b"], _evaluate(), RECON, CONTEXT)
+    with pytest.raises(MissingResult, match=r"metrics/train_heads\.json.*dvc repro train_heads"):
+        build_tables(["T7"], _evaluate(), RECON, CONTEXT)
 
 
 def test_t4b_renders_and_t4_states_its_own_test_images_not_the_sample_counts():
@@ -188,3 +206,16 @@ def test_t4b_plot_has_a_panel_per_task(tmp_path):
     (t4b,) = build_tables(["T4b"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
     (path,) = plot_sweeps({"T4b": t4b}, tmp_path)
     assert path.name == "t4b_posterior_frontier.png" and path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("records,expected", [
+    ({"a": (2.05, 1.1), "b": (2.08, 1.4), "c": (2.5, 1.8)}, "b"),  # cheapest within 0.1 FID, and >= 1.3x
+    ({"a": (2.05, 1.1), "b": (2.3, 1.4), "c": (2.5, 1.8)}, "b"),  # the close one is slow: best of the fast ones
+    ({"a": (2.05, 1.1), "b": (2.08, 1.2)}, "b"),  # none reaches 1.3x: the cheapest close one
+    ({"a": (3.0, 1.1), "b": (2.5, 1.2)}, "b"),  # none close, none fast: the lowest FID
+])
+def test_the_default_student_rule(records, expected):
+    from scalewise.evaluation.distill_frontier import choose_student
+
+    name, why = choose_student({n: {"fid": f, "speedup": s} for n, (f, s) in records.items()}, 2.0)
+    assert name == expected and why

@@ -66,6 +66,23 @@ def test_repro_degrades_and_reconstructs_every_variant_and_task(project):
     assert "| sr_x4 | guided |" in (root / "reports/reconstruct_summary.md").read_text()
 
 
+def test_repro_trains_the_heads_evaluates_their_modes_and_the_distillation_frontier(project):
+    root, _ = project
+    heads = json.loads((root / "metrics/train_heads.json").read_text())
+    assert heads["freeze_backbone"] and 0 < heads["head_param_fraction"] <= 0.05
+    assert {"tau", "baseline_tau", "cfg", "baseline_cfg", "policy", "baseline_policy"} <= set(heads)
+    modes = json.loads((root / "metrics/evaluate_heads.json").read_text())
+    assert {n: r["infer_mode"] for n, r in modes.items()} == {"policy": "policy", "guidance": "guidance", "both": "both"}
+    assert all({"fid", "recall", "precision", "images_per_s", "steps"} <= set(r) for r in modes.values())
+    evaluate = json.loads((root / "metrics/evaluate.json").read_text())
+    assert {"default", "masked", "policy", "guidance", "both"} <= set(evaluate["srdd"])
+    frontier = json.loads((root / "metrics/distill_frontier.json").read_text())
+    assert frontier["chosen"] == "drop1" and frontier["students"]["drop1"]["patch_nums"] == [1, 3, 4]
+    tables = (root / "reports/paper_tables.md").read_text()
+    assert "## T7: Learned sampling heads" in tables and "## T8: Scale distillation frontier" in tables
+    assert (root / "reports/paper_tables/t7_fid_vs_time.png").stat().st_size > 0
+
+
 def test_changing_only_srdd_params_reruns_only_srdd(project):
     root, _ = project
     params = json.loads(json.dumps(TINY_PARAMS))
@@ -91,7 +108,7 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     assert set(children) == {"prepare", "train_tokenizer", "train@var", "train@srdd", "degrade",
                              "reconstruct_summary", "train_evaluator", "distill", "evaluate@var", "evaluate@srdd",
                              "evaluate@srdd_distilled", "evaluate_reconstruct", "posterior_frontier",
-                             "report"} | reconstruct
+                             "train_heads", "evaluate_heads", "distill_frontier", "report"} | reconstruct
     rec = children["reconstruct@srdd-sr_x4"]
     assert rec.data.tags["scalewise.task"] == "sr_x4" and rec.data.params["guidance.grad_steps"] == "1"
     assert {"guided/psnr", "prior/consistency", "clamp_guided/ssim"} <= set(rec.data.metrics)

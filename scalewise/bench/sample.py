@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from scalewise.core.allocator import freed_memory_kept
+from scalewise.models.heads import HeadsConfig, SamplingHeads
 from scalewise.models.masks import context_scales
 from scalewise.core.precision import autocast, compile_transformer, weight_dtype
 from scalewise.sampling.generate import generate
@@ -162,8 +163,13 @@ def bench_sample(spec: BenchModel, mask_kind: str, batch: int, cfg: float, runs:
 
 def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: list[int], cfg: float,
                               runs: int = 5, warmup: int = 1, device: str = "cpu", dtype: str = "fp32",
-                              seed: int = 0, compile: bool = False) -> list[dict]:
-    """Benchmark records of :func:`generate` for every (mask kind, batch size), timed side by side.
+                              seed: int = 0, compile: bool = False,
+                              infer_modes: tuple[str, ...] = ("baseline",)) -> list[dict]:
+    """Benchmark records of :func:`generate` for every (mask kind, batch size, infer mode), timed side by side.
+
+    ``infer_modes``: ``baseline`` and / or ``guidance`` (the learned temperature / CFG heads,
+    random weights; the policy modes need a masked-objective model: time them with the
+    ``evaluate_heads`` stage).
 
     The timed runs are interleaved: round ``i`` times every combination once, starting at a
     different one each round, so slow phases of a shared machine and order effects (caches,
@@ -174,7 +180,10 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
     wd = weight_dtype(dtype)
     torch.manual_seed(seed)
     tok = Tokenizer(spec.tokenizer_config()).to(dev, wd).eval().channels_last_()
-    models = {}
+    bad = sorted(set(infer_modes) - {"baseline", "guidance"})
+    if bad:
+        raise ValueError(f"bench sample: infer modes {bad} are not benchmarked here; allowed: baseline, guidance")
+    models, heads = {}, {}
     for kind in mask_kinds:
         torch.manual_seed(seed)  # the same random weights for every mask kind
         models[kind] = ScaleTransformer(spec.transformer_config(kind)).to(dev, wd).eval()
@@ -182,17 +191,21 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
             if warmup < 1:
                 raise ValueError("bench sample --compile needs --warmup >= 1 (the first run compiles)")
             compile_transformer(models[kind])
-    combos = [(kind, batch) for kind in mask_kinds for batch in batches]
+        heads[kind] = SamplingHeads(HeadsConfig(width=spec.width)).to(dev).eval()
+        with torch.no_grad():  # away from exactly 1, so that the heads' arithmetic is what is timed
+            for net in (heads[kind].tau, heads[kind].cfg_scale):
+                net[2].bias.fill_(0.1)
+    combos = [(kind, batch, mode) for kind in mask_kinds for batch in batches for mode in infer_modes]
     times: dict = {c: [] for c in combos}
     scale_times: dict = {c: [] for c in combos}
     decode_times: dict = {c: [] for c in combos}
     cache: dict = {}
 
-    def once(combo: tuple[str, int], i: int, timing: dict | None = None):
-        kind, batch = combo
+    def once(combo: tuple[str, int, str], i: int, timing: dict | None = None):
+        kind, batch, mode = combo
         with autocast(dev, dtype):
             return generate(models[kind], tok, torch.arange(batch) % spec.num_classes, cfg=cfg, seed=seed + i,
-                            timing=timing)
+                            timing=timing, infer_mode=mode, heads=heads[kind] if mode != "baseline" else None)
 
     for i in range(warmup + runs):
         for j in range(len(combos)):
@@ -211,7 +224,7 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
     records = []
     dec_flops_1 = decoder_flops(tok, 1)
     for combo in combos:
-        kind, batch = combo
+        kind, batch, mode = combo
         model = models[kind]
         peak = measured_peak(lambda: once(combo, 0), dev)
         med = statistics.median(times[combo])
@@ -220,7 +233,7 @@ def bench_sample_side_by_side(spec: BenchModel, mask_kinds: list[str], batches: 
         per_scale = [statistics.median(col) * 1e3 for col in zip(*scale_times[combo])]
         transformer_s = sum(per_scale) / 1e3
         records.append({
-            "mask_kind": kind, "batch_size": batch, "dtype": dtype, "device": str(dev),
+            "mask_kind": kind, "batch_size": batch, "infer_mode": mode, "dtype": dtype, "device": str(dev),
             "threads": torch.get_num_threads(), "runs": runs, "interleaved_with": len(combos), "compiled": compile,
             "images_per_s": batch / med, "ms_per_image": med * 1e3 / batch, "s_per_batch": med,
             "per_scale_ms": per_scale, "decode_ms": statistics.median(decode_times[combo]) * 1e3,

@@ -25,13 +25,14 @@ def _bench_sample_train(args: argparse.Namespace, spec) -> list[dict]:
         mask_kinds = args.mask_kinds.split(",")
         if args.what == "sample":
             recs = bench_sample_side_by_side(spec, mask_kinds, args.batch_sizes, args.cfg, args.runs, args.warmup,
-                                             args.device, dtype, compile=args.compile)
+                                             args.device, dtype, compile=args.compile,
+                                             infer_modes=tuple(args.infer_modes.split(",")))
             for rec in recs:
                 rec.update(peak_gflop_per_s=peak, peak_measured=not given, bf16_native=bf16_native(args.device),
                            fraction_of_peak=rec["total_gflop_per_s"] / peak,
                            transformer_fraction_of_peak=rec["transformer_gflop_per_s"] / peak)
                 records.append(rec)
-                print(json.dumps({k: rec[k] for k in ("mask_kind", "dtype", "batch_size", "images_per_s",
+                print(json.dumps({k: rec[k] for k in ("mask_kind", "infer_mode", "dtype", "batch_size", "images_per_s",
                                                       "ms_per_image", "cache_bytes")}), file=sys.stderr)
         else:
             for mask_kind in mask_kinds:
@@ -106,6 +107,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg", type=float, default=1.5)
     p.add_argument("--mask-kinds", default="causal,markov", help="attention mask kinds: causal (VAR), markov (SRDD), markov_prev")
     p.add_argument("--batch-sizes", type=ints, default=[1, 8])
+    p.add_argument("--infer-modes", default="baseline", help="bench sample: comma-separated baseline, guidance "
+                   "(the learned temperature / CFG heads), timed side by side")
     p.add_argument("--batch-size", type=int, default=8, help="bench train: batch size")
     p.add_argument("--dtypes", default="fp32", help="comma-separated: fp32, bf16 (bf16 weights), bf16-autocast")
     p.add_argument("--compile", action="store_true",

@@ -6,18 +6,26 @@ import argparse
 from pathlib import Path
 
 from scalewise.cli.args import add_model_args, ints
+from scalewise.sampling.adaptive import INFER_MODES
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from scalewise.models.checkpoints import load_models
+    from scalewise.models.checkpoints import load_heads, load_models
     from scalewise.core.images import save_grid, save_png, to_uint8
     from scalewise.core.precision import autocast, prepare_for_inference
+    from scalewise.sampling.adaptive import uses_policy
     from scalewise.sampling.generate import Resample, generate
 
     model, tokenizer = load_models(args.model, args.tokenizer, args.official_tokenizer, args.official_var, args.device)
+    heads = None
+    if args.heads:
+        heads, model = load_heads(args.heads, model, args.device)
+    elif args.infer_mode != "baseline":
+        raise ValueError(f"--infer-mode {args.infer_mode} needs the model's sampling heads: pass --heads "
+                         "(e.g. models/srdd_heads.pt, written by dvc repro train_heads)")
     prepare_for_inference(model, tokenizer, args.dtype, args.compile)
     if args.classes is None and model.num_classes > 100:
         raise ValueError(f"the model has {model.num_classes} classes: choose some with --classes (e.g. 207,360)")
@@ -25,14 +33,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     classes = args.classes if args.classes is not None else list(range(model.num_classes))
     labels = torch.tensor(classes).repeat_interleave(args.per_class)
-    resample = Resample(kind=args.resample, threshold=args.resample_threshold, iters=args.resample_iters,
+    kind = args.resample or ("masked" if uses_policy(args.infer_mode) else "none")
+    resample = Resample(kind=kind, threshold=args.resample_threshold, iters=args.resample_iters,
                         use_cfg=not args.resample_no_cfg)
     chunks = labels.split(args.batch_size)
     images = []
     for i, chunk in enumerate(tqdm(chunks, desc="sampling", unit="batch", disable=len(chunks) == 1)):
         with autocast(args.device, args.dtype):
             g = generate(model, tokenizer, chunk, cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k,
-                         top_p=args.top_p, temperature=args.temperature, seed=args.seed + i, resample=resample)
+                         top_p=args.top_p, temperature=args.temperature, seed=args.seed + i, resample=resample,
+                         infer_mode=args.infer_mode, heads=heads)
         images.append(g.images.float().cpu())
     images = torch.cat(images)
     if args.folder:
@@ -57,10 +67,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resample", default="none", choices=["none", "simple", "masked"])
+    p.add_argument("--resample", default=None, choices=["none", "simple", "masked"],
+                   help="token resampling (default: none; masked with --infer-mode policy or both)")
     p.add_argument("--resample-threshold", type=float, default=0.05)
     p.add_argument("--resample-iters", type=int, default=2)
     p.add_argument("--resample-no-cfg", action="store_true", help="refinement passes without CFG")
+    p.add_argument("--infer-mode", default="baseline", choices=list(INFER_MODES),
+                   help="what the learned heads decide: policy (re-masking; --resample-iters is the most "
+                        "iterations), guidance (temperature and CFG), both, or nothing (baseline)")
+    p.add_argument("--heads", default=None, help="sampling heads file of --model (models/srdd_heads.pt)")
     p.add_argument("--out", default="samples.png", help="PNG grid (one row per class); '' for none")
     p.add_argument("--folder", default=None, help="also write one PNG per sample here")
     p.set_defaults(func=cmd_sample)

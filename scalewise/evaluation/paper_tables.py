@@ -3,12 +3,16 @@ and LaTeX (pure functions: the ``report`` stage reads the files and writes the o
 
 - ``T1`` generation: VAR, SRDD, SRDD + simple / masked resampling, SRDD + MR + tuned CFG,
   distilled SRDD: FID, IS, KID, precision, recall, steps, img/s, peak memory.
-- ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep.
+- ``T2`` masked-resampling sweep (threshold x iterations) and ``T3`` CFG sweep (every model with one).
 - ``T4`` inverse problems: task x method x model: PSNR, SSIM, FID, consistency, s/img.
 - ``T4b`` posterior-sampling frontier: task x model x (particles, steps per scale): PSNR,
   consistency, s/img and the cost as a multiple of the unguided prior's.
 - ``T4c`` the posterior sampler against its goals and ``T4d`` SRDD vs VAR (:mod:`.posterior_goals`).
 - ``T5`` efficiency: VAR vs SRDD vs distilled: img/s, attention-cache bytes, peak memory.
+- ``T7`` learned sampling heads (SRDD): the inference modes (baseline, policy, guidance, both)
+  against fixed masked resampling: FID, IS, precision, recall, steps, img/s, head parameters.
+- ``T8`` the scale-distillation frontier: students dropping 1..4 scales, FID against speed-up,
+  and the default rule's pick (:mod:`.distill_frontier`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import io
 import re
 from typing import Any
 
+from scalewise.evaluation.distill_frontier import t8_distill_frontier
 from scalewise.evaluation.posterior_goals import t4c_goals, t4d_srdd_vs_var
 from scalewise.evaluation.tables import MissingResult, Table
 
-TABLES = ("T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5")  # written by the `report` stage
+TABLES = ("T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5", "T7", "T8")  # written by the `report` stage
 ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
 TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # TABLES
 TABLE_PLOTS = "reports/paper_tables"  # the plots of T2 / T3 (sweeps) and T4b (frontier)
@@ -37,6 +42,10 @@ T1_ROWS = (
     ("SRDD distilled", "srdd_distilled", "default"),
 )
 T5_ROWS = (("VAR", "var"), ("SRDD", "srdd"), ("SRDD distilled", "srdd_distilled"))
+# T7 rows: (label, setting of the heads' model); the last three come from the evaluate_heads stage
+T7_ROWS = (("baseline", "default"), ("fixed masked resampling", "masked"), ("learned policy", "policy"),
+           ("learned tau / CFG", "guidance"), ("policy + tau / CFG", "both"))
+HEAD_SETTINGS = ("policy", "guidance", "both")
 MIB = 2**20
 
 
@@ -89,14 +98,18 @@ def t2_masked_sweep(evaluate: dict, model: str = "srdd") -> Table:
 
 
 def t3_cfg_sweep(evaluate: dict, model: str = "srdd") -> Table:
-    t = Table("T3", f"CFG sweep ({model})", ["cfg", "resampling", "FID", "IS", "KID", "precision", "recall"])
-    points = sorted((float(name.split("=", 1)[1]), name) for name in evaluate.get(model, {}) if name.startswith("cfg="))
-    if not points:
+    """The CFG sweep of every model that has one (``model`` first), e.g. VAR beside SRDD."""
+    models = [model] + sorted(m for m in evaluate if m != model)
+    t = Table("T3", "CFG sweep", ["model", "cfg", "resampling", "FID", "IS", "KID", "precision", "recall"])
+    for m in models:
+        points = sorted((float(name.split("=", 1)[1]), name) for name in evaluate.get(m, {}) if name.startswith("cfg="))
+        for cfg, name in points:
+            r = evaluate[m][name]
+            t.rows.append([m, cfg, r["setting"]["resample_kind"], r["fid"], r["isc"], r["kid"], r["precision"],
+                           r["recall"]])
+    if not any(r[0] == model for r in t.rows):
         raise MissingResult(f"metrics/evaluate.json: model {model!r} has no CFG sweep (set params.yaml: "
                             "evaluate.sweeps.cfg)")
-    for cfg, name in points:
-        r = evaluate[model][name]
-        t.rows.append([cfg, r["setting"]["resample_kind"], r["fid"], r["isc"], r["kid"], r["precision"], r["recall"]])
     return t
 
 
@@ -164,21 +177,47 @@ def t5_efficiency(evaluate: dict) -> Table:
     return t
 
 
+def t7_heads_ablation(evaluate: dict, heads: dict | None, model: str = "srdd") -> Table:
+    """The learned-heads modes beside baseline sampling and fixed masked resampling (``heads``:
+    ``metrics/train_heads.json``, for the heads' size and test losses)."""
+    if heads is None:
+        raise MissingResult("metrics/train_heads.json is missing (run `dvc repro train_heads`)")
+    t = Table("T7", f"Learned sampling heads ({model}): inference modes vs fixed masked resampling",
+              ["mode", "setting", "FID", "IS", "precision", "recall", "steps", "img/s", "head params"])
+    for label, setting in T7_ROWS:
+        r = _result(evaluate, model, setting)
+        t.rows.append([label, setting, r["fid"], r["isc"], r["precision"], r["recall"], r["steps"],
+                       r["images_per_s"], heads["head_params"] if setting in HEAD_SETTINGS else 0])
+    t.notes.append(f"heads: {heads['head_params']} parameters ({heads['head_param_fraction']:.2%} of the transformer), "
+                   f"backbone {'frozen' if heads.get('freeze_backbone', True) else 'fine-tuned'}; test losses "
+                   f"(trained vs untrained heads): tau NLL {heads['tau']:.4f} vs {heads['baseline_tau']:.4f}, "
+                   f"CFG CE {heads['cfg']:.4f} vs {heads['baseline_cfg']:.4f}, policy {heads['policy']:.4f} vs "
+                   f"{heads['baseline_policy']:.4f}; mean tau {heads['tau_mean']:.3f}, mean CFG multiplier "
+                   f"{heads['cfg_mult_mean']:.3f}, re-mask share {heads['remask_frac']:.3f}")
+    t.notes.append("steps: transformer forwards per image (the most in a batch); the policy modes stop early "
+                   "when the group-size head says so, with at most as many iterations as the fixed rule")
+    return t
+
+
 def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[str, Any],
                  sweep_model: str = "srdd", frontier: dict | None = None,
-                 table_notes: dict[str, dict[str, Any]] | None = None) -> list[Table]:
+                 table_notes: dict[str, dict[str, Any]] | None = None, heads: dict | None = None,
+                 distill_frontier: dict | None = None) -> list[Table]:
     """The tables ``names`` (see :data:`TABLES`); every table carries the ``context`` notes.
 
     ``context`` holds what a reader needs to compare numbers of any table: dataset, image size,
     extractor, seeds, git commit. ``table_notes`` adds one table's own notes after them (keyed by
     table name: the sample counts of the generation tables, :func:`inverse_notes` for T4 / T4b).
-    ``frontier`` is ``metrics/posterior_frontier.json`` for T4b. Raises :class:`MissingResult`
-    naming an absent result.
+    ``frontier`` is ``metrics/posterior_frontier.json`` for T4b, ``heads``
+    ``metrics/train_heads.json`` for T7, ``distill_frontier`` ``metrics/distill_frontier.json``
+    for T8. Raises :class:`MissingResult` naming an absent result.
     """
     builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
                 "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
                 "T4b": lambda: t4b_frontier(frontier), "T4c": lambda: t4c_goals(recon, frontier),
-                "T4d": lambda: t4d_srdd_vs_var(frontier), "T5": lambda: t5_efficiency(evaluate)}
+                "T4d": lambda: t4d_srdd_vs_var(frontier), "T5": lambda: t5_efficiency(evaluate),
+                "T7": lambda: t7_heads_ablation(evaluate, heads, sweep_model),
+                "T8": lambda: t8_distill_frontier(distill_frontier)}
     notes = [f"{k}: {v}" for k, v in context.items()]
     tables = []
     for name in check_names(names):

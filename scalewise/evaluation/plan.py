@@ -54,11 +54,36 @@ def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSet
             raise ConfigError(f"evaluate.settings: {name!r} is a reserved setting name")
         plan.append((name, setting_from(base, overrides or {}, f"evaluate.settings.{name}"), cfg.samples_per_class,
                      False))
-    if model in cfg.sweeps.models:
-        plan += [(n, s, cfg.sweeps.samples_per_class, True) for n, s in sweep_settings(base, cfg.sweeps).items()]
+    plan += [(n, s, cfg.sweeps.samples_per_class, True) for n, s in sweep_settings(base, cfg.sweeps, model).items()]
     return plan
 
 
 def folder_name(setting: str) -> str:
     """A file-system-safe folder name for a setting (``masked:t=0.05,n=2`` -> ``masked_t0.05_n2``)."""
     return (setting.replace("+", "_").replace(":", "_").replace("=", "").replace(",", "_"))
+
+
+@dataclass
+class HeadsEvaluateConfig:
+    """``params.yaml: evaluate_heads``: the learned-heads modes of one model (the rest as ``evaluate``)."""
+
+    model: str = "srdd"  # models/<model>.pt; its heads: models/<model>_heads.pt
+    settings: dict[str, Any] = field(default_factory=dict)  # name -> {infer_mode, overrides of evaluate.sampling}
+
+    def plan(self, base: SamplingSetting) -> list[tuple[str, str, SamplingSetting]]:
+        """(name, infer_mode, setting) of every named setting, checked."""
+        from scalewise.sampling.adaptive import INFER_MODES, uses_policy
+
+        out = []
+        for name, values in self.settings.items():
+            where = f"evaluate_heads.settings.{name}"
+            values = dict(values or {})
+            mode = values.pop("infer_mode", None)
+            if mode not in INFER_MODES:
+                raise ConfigError(f"{where}.infer_mode must be one of {list(INFER_MODES)}, got {mode!r}")
+            setting = setting_from(base, values, where)
+            if uses_policy(mode) and setting.resample_kind != "masked":
+                raise ConfigError(f"{where}: infer_mode {mode!r} re-masks inside masked resampling: set "
+                                  "resample: {kind: masked, iters: <the most iterations>}")
+            out.append((name, mode, setting))
+        return out

@@ -88,6 +88,7 @@ class SweepConfig:
     models: list[str] = field(default_factory=lambda: ["srdd"])
     samples_per_class: int = 50
     cfg: list[float] = field(default_factory=list)
+    cfg_models: list[str] | None = None  # the models of the CFG sweep (None: ``models``)
     cfg_resample: str = "masked"  # resampling used along the CFG sweep (none | simple | masked)
     masked_threshold: list[float] = field(default_factory=list)
     masked_iters: list[int] = field(default_factory=list)
@@ -95,11 +96,16 @@ class SweepConfig:
     top_p: list[float] = field(default_factory=list)
 
 
-def sweep_settings(base: SamplingSetting, sweeps: SweepConfig) -> dict[str, SamplingSetting]:
-    """Every sweep point, named ``cfg=<t>``, ``masked:t=<threshold>,n=<iters>``, ``top_k=<k>``, ``top_p=<p>``."""
+def sweep_settings(base: SamplingSetting, sweeps: SweepConfig, model: str | None = None) -> dict[str, SamplingSetting]:
+    """The sweep points of ``model`` (None: every sweep), named ``cfg=<t>`` (on ``cfg_models``),
+    ``masked:t=<threshold>,n=<iters>``, ``top_k=<k>``, ``top_p=<p>`` (on ``models``)."""
     out: dict[str, SamplingSetting] = {}
-    for t in sweeps.cfg:
-        out[f"cfg={float(t):g}"] = dataclasses.replace(base, cfg=float(t), resample_kind=sweeps.cfg_resample)
+    cfg_models = sweeps.models if sweeps.cfg_models is None else sweeps.cfg_models
+    if model is None or model in cfg_models:
+        for t in sweeps.cfg:
+            out[f"cfg={float(t):g}"] = dataclasses.replace(base, cfg=float(t), resample_kind=sweeps.cfg_resample)
+    if model is not None and model not in sweeps.models:
+        return out
     for thr in sweeps.masked_threshold:
         for n in sweeps.masked_iters:
             out[f"masked:t={float(thr):g},n={int(n)}"] = dataclasses.replace(
@@ -134,14 +140,16 @@ class SampleSet:
 
 
 def generate_set(model_path: str, tokenizer_path: str, setting: SamplingSetting, samples_per_class: int,
-                 batch_size: int, seed: int, device: str = "cpu", threads: int = 0) -> SampleSet:
+                 batch_size: int, seed: int, device: str = "cpu", threads: int = 0, infer_mode: str = "baseline",
+                 heads_path: str | None = None) -> SampleSet:
     """``samples_per_class`` images of every class, in batches, batch ``i`` seeded ``seed + i``.
 
     ``images_per_s`` counts generation and decoding (not model loading); ``peak_memory_bytes``
     is this process's peak resident set size (run it in a fresh process to measure one set).
+    ``infer_mode`` other than ``baseline`` samples with the learned heads of ``heads_path``.
     """
     from scalewise.core.allocator import keep_freed_memory
-    from scalewise.models.checkpoints import load_tokenizer, load_transformer
+    from scalewise.models.checkpoints import load_heads, load_tokenizer, load_transformer
     from scalewise.models.student import tokenizer_for
     from scalewise.core.images import to_uint8
     from scalewise.sampling.generate import generate
@@ -150,6 +158,9 @@ def generate_set(model_path: str, tokenizer_path: str, setting: SamplingSetting,
     if threads:
         torch.set_num_threads(threads)
     model = load_transformer(model_path, device)
+    heads = None
+    if heads_path is not None:
+        heads, model = load_heads(heads_path, model, device)
     tokenizer = tokenizer_for(model, load_tokenizer(tokenizer_path, device))
     labels_N = torch.arange(model.num_classes).repeat_interleave(samples_per_class)
     images, cache, refine = [], 0, 0
@@ -159,7 +170,8 @@ def generate_set(model_path: str, tokenizer_path: str, setting: SamplingSetting,
     for i, start in enumerate(range(0, labels_N.numel(), batch_size)):
         g = generate(model, tokenizer, labels_N[start:start + batch_size], cfg=setting.cfg,
                      cfg_schedule=setting.cfg_schedule, top_k=setting.top_k, top_p=setting.top_p,
-                     temperature=setting.temperature, seed=seed + i, resample=setting.resample())
+                     temperature=setting.temperature, seed=seed + i, resample=setting.resample(),
+                     infer_mode=infer_mode, heads=heads)
         images.append(to_uint8(g.images).cpu())
         cache = max(cache, g.cache_bytes)
         refine = max(refine, sum(g.resample_iters) if setting.resample_kind == "masked" else 0)

@@ -1,4 +1,4 @@
-"""Model files: save and load our tokenizer / transformer checkpoints (atomic, weights_only)."""
+"""Model files: save and load our tokenizer / transformer / sampling-heads checkpoints (atomic, weights_only)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from scalewise.core.config import from_dict, to_dict
+from scalewise.core.digest import weights_hash
 from scalewise.core.io import load_torch, save_torch
+from scalewise.models.heads import HeadsConfig, SamplingHeads
 from scalewise.models.official import load_official_var
 from scalewise.models.state import load_state_checked
 from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
@@ -49,6 +51,44 @@ def load_transformer(path: str | os.PathLike, device: str | torch.device = "cpu"
     model = ScaleTransformer(from_dict(TransformerConfig, obj["config"], f"{path}: config"))
     load_state_checked(model, obj["state_dict"], path)
     return model.to(device).eval()
+
+
+def save_heads(path: str | os.PathLike, heads: SamplingHeads, transformer_hash: str, **extra) -> Path:
+    """``{"kind": "heads", "config", "state_dict", "transformer": weights hash, "backbone"?}`` written atomically.
+
+    ``transformer_hash``: :func:`~scalewise.core.digest.weights_hash` of the model file the heads
+    were trained on (before any fine-tuning), so that loading them with another transformer
+    fails. Pass ``backbone=state_dict`` in ``extra`` when the backbone was fine-tuned with the
+    heads (``freeze_backbone: false``).
+    """
+    return save_torch(path, {"kind": "heads", "config": to_dict(heads.cfg), "state_dict": heads.state_dict(),
+                             "transformer": transformer_hash, **extra})
+
+
+def load_heads(path: str | os.PathLike, transformer: ScaleTransformer,
+               device: str | torch.device = "cpu") -> tuple[SamplingHeads, ScaleTransformer]:
+    """The sampling heads saved at ``path`` for ``transformer``, and the transformer to use them with.
+
+    That is ``transformer`` itself, or its fine-tuned copy when the file holds a backbone.
+    Raises ValueError naming the file when it is not a heads file, its width differs from the
+    transformer's, or it was trained on other transformer weights.
+    """
+    obj = load_checkpoint(path, "heads", device)
+    cfg = from_dict(HeadsConfig, obj["config"], f"{path}: config")
+    if cfg.width != transformer.cfg.width:
+        raise ValueError(f"{path}: heads of a width-{cfg.width} transformer, this transformer has width "
+                         f"{transformer.cfg.width}: train the heads on this model (dvc repro train_heads)")
+    if obj.get("transformer") != weights_hash(transformer):
+        raise ValueError(f"{path}: these heads were trained on other transformer weights (hash "
+                         f"{obj.get('transformer')}, this model {weights_hash(transformer)}): retrain them on "
+                         "this model (dvc repro train_heads) or pass the model they were trained with")
+    heads = SamplingHeads(cfg)
+    load_state_checked(heads, obj["state_dict"], path)
+    if obj.get("backbone") is not None:
+        tuned = ScaleTransformer(transformer.cfg)
+        load_state_checked(tuned, obj["backbone"], path, expected="the transformer's config")
+        transformer = tuned.to(device).eval()
+    return heads.to(device).eval(), transformer
 
 
 def load_models(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,

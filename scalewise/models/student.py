@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from scalewise.core.config import ConfigError
 from scalewise.models.masks import attn_bias
-from scalewise.models.tokenizer import Tokenizer
+from scalewise.models.tokenizer import Tokenizer, phi_index
 from scalewise.models.transformer import ScaleTransformer
 
 # ----------------------------------------------------------------------------- schedules
@@ -48,8 +48,10 @@ def check_student_schedule(teacher_pn: Sequence[int], student_pn: Sequence[int],
 def tokenizer_with_schedule(tokenizer: Tokenizer, patch_nums: Sequence[int]) -> Tokenizer:
     """A view of ``tokenizer`` that quantizes over ``patch_nums``, sharing every weight.
 
-    The residual quantizer works with any schedule that ends at the latent size; phi convs are
-    picked by :func:`scalewise.models.tokenizer.phi_index` with the new number of scales. No
+    The residual quantizer works with any schedule that ends at the latent size. Each scale is
+    served by the phi conv the tokenizer uses for the same patch size (by position in the short
+    schedule, :func:`scalewise.models.tokenizer.phi_index`, only for patch sizes the tokenizer
+    does not have), so a kept scale's codes decode as they do in the full schedule. No
     parameter is copied: training or moving one moves the other.
 
     Raises:
@@ -62,10 +64,26 @@ def tokenizer_with_schedule(tokenizer: Tokenizer, patch_nums: Sequence[int]) -> 
     cfg = dataclasses.replace(tokenizer.cfg, patch_nums=pn)  # validates (positive, increasing)
     quant = _shallow_copy(tokenizer.quantize)
     quant.patch_nums, quant._rest_pool = tuple(pn), None
+    quant.quant_resi = PhiByPatch(tokenizer.quantize.quant_resi, list(tokenizer.patch_nums), pn)
     view = _shallow_copy(tokenizer)
     view.cfg = cfg
     view.quantize = quant
     return view
+
+
+class PhiByPatch(nn.Module):
+    """The shared phi convs of a tokenizer (the same modules), picked for a new schedule by patch size."""
+
+    def __init__(self, shared: nn.Module, full_pn: list[int], pn: list[int]):
+        super().__init__()
+        self.qresi_ls = shared.qresi_ls
+        n = len(self.qresi_ls)
+        self.index = [phi_index(full_pn.index(p), len(full_pn), n) if p in full_pn else phi_index(k, len(pn), n)
+                      for k, p in enumerate(pn)]
+
+    def for_scale(self, si: int, num_scales: int) -> nn.Module:
+        """The phi of scale ``si`` of the view's schedule (``num_scales`` is its length)."""
+        return self.qresi_ls[self.index[si]]
 
 
 def _shallow_copy(module: nn.Module) -> nn.Module:

@@ -13,8 +13,10 @@ import time
 
 import torch
 
+from scalewise.models.heads import SamplingHeads
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
+from scalewise.sampling.adaptive import ResamplePolicy
 from scalewise.sampling.logits import CFG_SCHEDULES, cfg_scale, check_sampling_args, combine_cfg, draw, filter_logits
 from scalewise.sampling.loop import Generation, ScaleHooks, ScaleSettings, run_scales
 from scalewise.sampling.resample import RESAMPLE_KINDS, Resample, simple_resample
@@ -39,6 +41,9 @@ def generate(
     resample: Resample | None = None,
     return_logits: bool = False,
     timing: dict | None = None,
+    infer_mode: str = "baseline",
+    heads: SamplingHeads | None = None,
+    policy: ResamplePolicy | None = None,
 ) -> Generation:
     """Sample images of the given classes, scale by scale.
 
@@ -51,16 +56,19 @@ def generate(
         resample: optional :class:`Resample`.
         timing: if a dict is given, it receives ``scale_s`` (seconds per scale, transformer
             + sampling + next input) and ``decode_s`` (final decoding).
+        infer_mode: ``baseline`` | ``policy`` | ``guidance`` | ``both``: what the learned
+            ``heads`` decide (:mod:`scalewise.sampling.adaptive`); ``policy`` replaces the heads'
+            re-masking rule (e.g. a :class:`~scalewise.sampling.adaptive.ThresholdPolicy`).
     Returns: a :class:`Generation` (images in [-1, 1], (B, C, H, W)).
     """
-    settings = ScaleSettings(cfg, cfg_schedule, top_k, top_p, temperature, resample or Resample())
+    settings = ScaleSettings(cfg, cfg_schedule, top_k, top_p, temperature, resample or Resample(), infer_mode)
     device = next(model.parameters()).device
     labels_B = torch.as_tensor(labels, dtype=torch.long, device=device).flatten()
     if labels_B.numel() and (int(labels_B.min()) < 0 or int(labels_B.max()) >= model.num_classes):
         raise ValueError(f"class labels must lie in [0, {model.num_classes - 1}], got {labels_B.tolist()}")
     gen = torch.Generator(device=device).manual_seed(seed)
     clock = _Clock(device) if timing is not None else None
-    out = run_scales(model, tokenizer, labels_B, settings, gen, clock, return_logits)
+    out = run_scales(model, tokenizer, labels_B, settings, gen, clock, return_logits, heads, policy)
     if clock is not None:
         clock.lap()
         timing["scale_s"], timing["decode_s"] = clock.laps[:-1], clock.laps[-1]

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from scalewise.models.heads import SamplingHeads
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
+from scalewise.sampling.adaptive import INFER_MODES, AdaptiveStep, ResamplePolicy, check_infer_mode
 from scalewise.sampling.logits import cfg_scale, check_sampling_args, draw, sampling_probs
 from scalewise.sampling.resample import Resample, masked_resample, simple_resample
 from scalewise.sampling.runner import ScaleRunner, advance_scale, check_pair
@@ -27,7 +29,8 @@ from scalewise.sampling.runner import ScaleRunner, advance_scale, check_pair
 
 @dataclass
 class ScaleSettings:
-    """How each scale is sampled: CFG (0 = off: no unconditional half), filters, resampling."""
+    """How each scale is sampled: CFG (0 = off: no unconditional half), filters, resampling, and
+    the learned heads' share (``infer_mode``, see :mod:`scalewise.sampling.adaptive`)."""
 
     cfg: float = 1.5
     cfg_schedule: str = "linear"  # linear (t = cfg * k/(K-1), VAR) | constant
@@ -35,13 +38,17 @@ class ScaleSettings:
     top_p: float = 0.0  # 0 = off
     temperature: float = 1.0
     resample: Resample = field(default_factory=Resample)
+    infer_mode: str = "baseline"  # baseline | policy | guidance | both
 
     def __post_init__(self) -> None:
         check_sampling_args(self.cfg, self.top_k, self.top_p, self.temperature)
+        if self.infer_mode not in INFER_MODES:
+            raise ValueError(f"unknown infer_mode {self.infer_mode!r}; allowed: {list(INFER_MODES)}")
 
-    def probs(self, logits_BlV: torch.Tensor) -> torch.Tensor:
-        """The distribution (B, l, V) tokens are drawn from."""
-        return sampling_probs(logits_BlV, self.temperature, self.top_k, self.top_p)
+    def probs(self, logits_BlV: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
+        """The distribution (B, l, V) tokens are drawn from; ``tau`` (B, l|1, 1) multiplies the temperature."""
+        temperature = self.temperature if tau is None else self.temperature * tau
+        return sampling_probs(logits_BlV, temperature, self.top_k, self.top_p)
 
 
 @dataclass
@@ -124,7 +131,8 @@ class Generation:
 @torch.no_grad()
 def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Tensor, settings: ScaleSettings,
                generator: torch.Generator, hooks: ScaleHooks | None = None,
-               return_logits: bool = False) -> Generation:
+               return_logits: bool = False, heads: SamplingHeads | None = None,
+               policy: ResamplePolicy | None = None) -> Generation:
     """Sample every scale of a batch and decode it.
 
     Args:
@@ -133,11 +141,17 @@ def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Te
         generator: the source of every random number (draws, resampling, hooks that share it).
         hooks: :class:`ScaleHooks` (guidance, clamping, timing); grad mode is off in the loop.
         return_logits: keep each scale's CFG-combined logits, before ``hooks.on_logits``.
+        heads: the learned sampling heads that ``settings.infer_mode`` other than ``baseline`` uses.
+        policy: a re-masking rule for ``infer_mode`` ``policy`` / ``both`` in place of the heads'
+            (e.g. :class:`~scalewise.sampling.adaptive.ThresholdPolicy`).
     Returns: a :class:`Generation` (images in [-1, 1], (B, C, H, W)).
     """
     check_pair(model, tokenizer)
     rs = settings.resample
     rs.check_model(model)
+    mode = settings.infer_mode
+    check_infer_mode(mode, heads is not None or (mode == "policy" and policy is not None), rs.kind)
+    adaptive = AdaptiveStep(heads, mode, policy) if mode != "baseline" else None
     hooks = hooks or ScaleHooks()
     pn = model.cfg.patch_nums
     B = labels_B.shape[0]
@@ -155,10 +169,14 @@ def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Te
     for si, p in enumerate(pn):
         base = h
         t = state.cfg_at(si)
-        logits = runner.logits(state.first_input(base), si, t)
+        tau, hid = None, None
+        if adaptive is None:
+            logits = runner.logits(state.first_input(base), si, t)
+        else:
+            logits, tau, hid = adaptive.logits(model, runner.hidden(state.first_input(base), si), t)
         if return_logits:
             out.logits.append(logits)
-        probs = settings.probs(hooks.on_logits(si, p, logits, f_hat))
+        probs = settings.probs(hooks.on_logits(si, p, logits, f_hat), tau)
         tokens = hooks.draw(si, probs)
         if tokens is None:
             tokens = draw(probs, generator)
@@ -172,16 +190,26 @@ def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Te
         elif rs.kind == "masked" and si >= rs.min_scale:
             t_refine = t if use_cfg and rs.use_cfg else None
             f_prev = f_hat
+            chooser = adaptive.policy if adaptive is not None else None
+            if chooser is not None:
+                chooser.start(hid)
 
             def repredict(tokens_Bl: torch.Tensor, revealed_Bl: torch.Tensor) -> torch.Tensor:
                 tok2, rev2 = (tokens_Bl.repeat(2, 1), revealed_Bl.repeat(2, 1)) if use_cfg else (tokens_Bl, revealed_Bl)
                 h2 = base + model.reveal_embed(tok2, rev2)
                 # refinement with CFG rows: the conditional rows
-                logits2 = runner.logits(h2, si, t_refine, refine=True)[:B]
-                return settings.probs(hooks.on_refine_logits(si, p, logits2, f_prev, tokens_Bl, revealed_Bl))
+                if adaptive is None:
+                    logits2, tau2 = runner.logits(h2, si, t_refine, refine=True)[:B], None
+                else:
+                    logits2, tau2, hid2 = adaptive.logits(model, runner.hidden(h2, si, refine=True), t_refine)
+                    logits2, tau2 = logits2[:B], None if tau2 is None else tau2[:B]
+                    if chooser is not None:
+                        chooser.update(~revealed_Bl, hid2[:B])
+                return settings.probs(hooks.on_refine_logits(si, p, logits2, f_prev, tokens_Bl, revealed_Bl), tau2)
 
             tokens, iters = masked_resample(probs, tokens, rs.threshold, rs.iters, generator, repredict,
-                                            keep, rs.select, rs.fraction)
+                                            keep, rs.select, rs.fraction,
+                                            chooser.select if chooser is not None else None)
         out.resample_iters.append(iters)
         tokens = hooks.on_tokens(si, tokens)
         runner.finish_scale(si)

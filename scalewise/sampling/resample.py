@@ -97,7 +97,9 @@ def masked_resample(probs_BlV: torch.Tensor, tokens_Bl: torch.Tensor, threshold:
                     generator: torch.Generator,
                     repredict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                     keep_Bl: torch.Tensor | None = None, select: str = "threshold",
-                    fraction: float = 0.25) -> tuple[torch.Tensor, int]:
+                    fraction: float = 0.25,
+                    select_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
+                    ) -> tuple[torch.Tensor, int]:
     """Re-predict the scale's least likely tokens; returns (tokens (B, l), iterations run).
 
     ``repredict(tokens_Bl, revealed_Bl)`` is the model's distribution (B, l, V) of the scale
@@ -105,11 +107,15 @@ def masked_resample(probs_BlV: torch.Tensor, tokens_Bl: torch.Tensor, threshold:
     distribution they came from in the next iteration. ``select``: ``threshold`` (tokens
     with probability < ``threshold``) or ``lowest`` (the ``fraction`` least likely).
     ``keep_Bl`` (B, l) bool: positions never re-masked, always revealed (e.g. clamped tokens).
+    ``select_fn(probs, tokens, keep)``: positions (B, l) to re-mask, in place of ``select`` (a
+    learned policy, :mod:`scalewise.sampling.adaptive`); it must leave ``keep`` alone.
     """
     tokens, probs = tokens_Bl, probs_BlV
     done = 0
     for _ in range(iters):
-        if select == "lowest":
+        if select_fn is not None:
+            low = select_fn(probs, tokens, keep_Bl)
+        elif select == "lowest":
             low = lowest_scores(probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), fraction, keep_Bl)
         else:
             low = low_confidence(probs, tokens, threshold)

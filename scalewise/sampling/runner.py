@@ -73,6 +73,15 @@ class ScaleRunner:
             slot.k[:, :, :n] = slot.k[:, :, start:start + n].clone()
             slot.v[:, :, :n] = slot.v[:, :, start:start + n].clone()
 
+    def hidden(self, h_BnC: torch.Tensor, si: int, refine: bool = False) -> torch.Tensor:
+        """Final hidden states (B', n, C) of scale ``si`` (after ``head_nm``: the vocabulary head's
+        input) given its input embeddings (B', n, C). ``refine``: a re-prediction of the same
+        scale (the cache is read, not written)."""
+        self._place(si, frozen=refine)
+        for i, blk in enumerate(self.model.blocks):
+            h_BnC = blk(h_BnC, self.mods[i], None, self.slots[i] if self.slots else None)
+        return self.model.head_nm(h_BnC, self.head_mod)
+
     def logits(self, h_BnC: torch.Tensor, si: int, t: float | None = None, refine: bool = False) -> torch.Tensor:
         """Logits of scale ``si`` given its input embeddings (B', n, C).
 
@@ -81,10 +90,7 @@ class ScaleRunner:
         its output and halves the head's work. ``t=None``: raw logits of every row (B', n, V).
         ``refine``: a re-prediction of the same scale (the cache is read, not written).
         """
-        self._place(si, frozen=refine)
-        for i, blk in enumerate(self.model.blocks):
-            h_BnC = blk(h_BnC, self.mods[i], None, self.slots[i] if self.slots else None)
-        h_BnC = self.model.head_nm(h_BnC, self.head_mod)
+        h_BnC = self.hidden(h_BnC, si, refine)
         if t is not None:
             h_BnC = combine_cfg(h_BnC, t)
         return self.model.head(h_BnC).float()

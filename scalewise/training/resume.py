@@ -19,10 +19,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from scalewise.core.digest import state_hash, weights_hash  # noqa: F401 (re-exported)
 from scalewise.core.io import load_torch, save_torch
 
 
@@ -47,20 +48,6 @@ def code_of(model: torch.nn.Module, *extra: Any) -> list[ModuleType]:
     names = {type(m).__module__ for m in model.modules()}
     names |= {x.__name__ if isinstance(x, ModuleType) else x.__module__ for x in extra}
     return [sys.modules[n] for n in sorted(names) if n.startswith("scalewise.")]
-
-
-def state_hash(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 (16 hex digits) of a state dict's names and tensor bytes: identifies weights in run keys."""
-    h = hashlib.sha256()
-    for name, t in state.items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """:func:`state_hash` of a module's state: identifies a teacher or tokenizer in run keys."""
-    return state_hash(module.state_dict())
 
 
 @dataclass
