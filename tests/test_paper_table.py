@@ -61,7 +61,8 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     assert len(t2) == 2  # threshold 0.1 x iterations 1, 2
     t4_methods = {r["value"] for r in rows if r["table"] == "T4" and r["column"] == "method"}
     assert t4_methods == {"prior", "classical", "clamp", "guided", "guided_mean", "guided+dc", "clamp+guided", "oracle"}
-    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 8
+    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 10
+    assert "## T7: Learned sampling heads" in md and "## T8: Scale distillation frontier" in md
     for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png", "t4b_posterior_frontier.png"):
         assert (root / "reports/paper_tables" / plot).stat().st_size > 0
 
@@ -144,8 +145,8 @@ def test_paper_table_command_prints_the_selected_tables_and_names_bad_ones(proje
     assert "## T2" not in proc.stdout and "## T6" not in proc.stdout
     t6 = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--no-repro", "--tables", "T6"], root)
     assert "## T6: Experiments" in t6.stdout and "| drop02 |" in t6.stdout
-    bad = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--tables", "T1,T7"], root, check=False)
-    assert bad.returncode == 2 and "unknown table name(s) ['T7']" in bad.stderr
+    bad = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--tables", "T1,T9"], root, check=False)
+    assert bad.returncode == 2 and "unknown table name(s) ['T9']" in bad.stderr
 
 
 def test_missing_inception_weights_are_a_clear_error(project, tmp_path):
