@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from scalewise.core.config import to_dict
+from scalewise.core.config import ConfigError, to_dict
 from scalewise.core.io import write_json
 from scalewise.data.prepare import load_split
 from scalewise.evaluation.distill_frontier import DistillFrontierConfig, choose_student
@@ -49,8 +49,12 @@ def main() -> None:
     tokenizer = load_tokenizer(args.tokenizer, dcfg.device)
     teacher = load_transformer(args.teacher, dcfg.device)
     check_markov_teacher(teacher)
-    schedules = {name: student_schedule(teacher.cfg.patch_nums, dataclasses.replace(dcfg, drop=drop, patch_nums=None))
-                 for name, drop in cfg.students.items()}
+    schedules = {}
+    for name, drop in cfg.students.items():
+        try:
+            schedules[name] = student_schedule(teacher.cfg.patch_nums, dataclasses.replace(dcfg, drop=drop, patch_nums=None))
+        except ConfigError as exc:
+            raise ConfigError(f"{args.params}: distill_frontier.students.{name}: {exc}") from exc
     train_u8, train_labels, class_names = load_split(args.data, "train")
     test_u8, _, _ = load_split(args.data, "test")
     data_hash = json.loads((Path(args.data) / "manifest.json").read_text())["content_hash"]
