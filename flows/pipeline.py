@@ -62,6 +62,32 @@ def stage_order(root: str | os.PathLike) -> list[str]:
         return [names[stage] for stage in order if getattr(stage, "cmd", None)]
 
 
+def stages_for(root: str | os.PathLike, targets: list[str] | None = None) -> list[str]:
+    """``targets`` and every stage they depend on, in DVC's order (names as ``dvc repro`` takes them).
+
+    The default targets are the stages of ``root/dvc.yaml``: what a plain ``dvc repro`` runs (a
+    nested pipeline file such as ``paper/dvc.yaml`` only when a root stage depends on it).
+    """
+    import networkx as nx
+    from dvc.repo import Repo
+
+    order = stage_order(root)
+    targets = [s for s in order if ":" not in s] if targets is None else targets
+    with Repo(str(Path(root).resolve())) as repo:
+        graph = repo.index.graph  # edge: stage -> stage it depends on
+        root_dir = Path(repo.root_dir)
+        by_name = {_address(s, root_dir): s for s in graph.nodes if getattr(s, "cmd", None)}
+        unknown = [t for t in targets if t not in by_name]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; {Path(root) / 'dvc.yaml'} and its nested pipeline files "
+                             f"define {order}")
+        needed = set()
+        for target in targets:
+            needed |= {by_name[target]} | nx.descendants(graph, by_name[target])
+        names = {_address(s, root_dir) for s in needed}
+    return [s for s in order if s in names]
+
+
 def _address(stage, repo_root: Path) -> str:
     """``stage.addressing`` relative to the repo root (DVC's own is relative to the cwd)."""
     rel = Path(os.path.relpath(stage.path, repo_root)).as_posix()
@@ -146,19 +172,22 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
 
 @flow(name="scalewise-pipeline", persist_result=False)
 def pipeline(root: str = ".", stages: list[str] | None = None, run_name: str | None = None) -> dict:
-    """Run the DVC stages of ``root`` (all, or the subset ``stages``) in DVC's order; return the metrics."""
+    """Run the DVC stages of ``root/dvc.yaml`` (or the subset ``stages``, of any pipeline file) in DVC's
+    order; return the metrics."""
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
     root_path = Path(root).resolve()
     params = load_params(root_path / PARAMS_FILE)
     retries = int((params.get("pipeline") or {}).get("retries", 1))
-    order = stage_order(root_path)
     if stages:
+        order = stage_order(root_path)
         unknown = sorted(set(stages) - set(order))
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; {root_path / 'dvc.yaml'} defines {order}")
         order = [s for s in order if s in stages]
+    else:  # what `dvc repro` runs: root/dvc.yaml (the paper studies are the paper-table flow's)
+        order = stages_for(root_path)
     logger.info("stages in DVC order: %s", ", ".join(order))
 
     # cwd = root for the parent run too: MLflow resolves a new experiment's default artifact

@@ -1,17 +1,21 @@
-"""DVC stage ``report``: the paper tables from the pipeline's metrics.
+"""DVC stages ``report`` (dvc.yaml) and ``report_studies`` (paper/dvc.yaml): the paper tables.
 
-Gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{model: {setting:
-{fid, isc, kid, precision, recall, images_per_s, peak_memory_bytes, extractor, ...}}}``), reads
-``metrics/evaluate_reconstruct.json``, ``metrics/posterior_frontier.json`` and
-``data/degraded/manifest.json`` (T4 / T4b's test-image counts and noise), and writes
-``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1..T5 with T4b-T4d, see
-:mod:`scalewise.evaluation.paper_tables`) and the plots ``reports/paper_tables/t2_masked_sweep.png``,
-``t3_cfg_sweep.png``, ``t4b_posterior_frontier.png``, ``t7_fid_vs_time.png`` and
-``t8_distill_frontier.png``; all logged to
-MLflow. The learned heads' modes (``metrics/evaluate_heads.json``) join their model's settings,
-and ``metrics/train_heads.json`` gives T7 the heads' size and test losses.
+``report`` gathers ``metrics/evaluate/<model>.json`` into ``metrics/evaluate.json`` (``{model:
+{setting: {fid, isc, kid, precision, recall, images_per_s, peak_memory_bytes, extractor, ...}}}``),
+reads ``metrics/evaluate_reconstruct.json`` and ``data/degraded/manifest.json`` (T4's test-image
+counts and noise), and writes ``reports/paper_tables.md``, ``.csv`` and ``.tex`` (T1-T5, T7, see
+:mod:`scalewise.evaluation.paper_tables`) with the plots ``reports/paper_tables/t2_masked_sweep.png``,
+``t3_cfg_sweep.png`` and ``t7_fid_vs_time.png``. The learned heads' modes
+(``metrics/evaluate_heads.json``) join their model's settings, and ``metrics/train_heads.json``
+gives T7 the heads' size and test losses.
 
-    python -m stages.report [--degraded data/degraded]
+``report --studies`` is ``report_studies``: the studies ``scalewise paper-table`` adds to
+``make repro``'s pipeline. It reads ``metrics/posterior_frontier.json`` and
+``metrics/distill_frontier.json`` and writes ``reports/paper_studies.md``, ``.csv``, ``.tex``
+(T4b-T4d, T8) with ``reports/paper_studies/t4b_posterior_frontier.png`` and
+``t8_distill_frontier.png``. Both log their files to MLflow.
+
+    python -m stages.report [--degraded data/degraded] [--studies]
 """
 
 from __future__ import annotations
@@ -23,14 +27,11 @@ from typing import Any
 
 from scalewise.core.io import atomic_path, write_json, write_text
 from scalewise.evaluation.paper_tables import (
-    FRONTIER_FILE, T1_ROWS, TABLE_FILES, TABLE_PLOTS, TABLES, MissingResult, Table, build_tables, inverse_notes,
-    to_csv, to_latex, to_markdown,
+    FRONTIER_FILE, STUDY_FILES, STUDY_PLOTS, STUDY_TABLES, T1_ROWS, TABLE_FILES, TABLE_PLOTS, TABLES, MissingResult,
+    Table, build_tables, inverse_notes, to_csv, to_latex, to_markdown,
 )
 from scalewise.project.tracking import git_commit
 from scalewise.project.entry import load_params, run_main, section, tracked, stage_parser
-
-OUT = Path(TABLE_PLOTS)
-
 
 def gather(folder: Path) -> dict:
     """``{model: {setting: metrics}}`` from ``folder/<model>.json``."""
@@ -191,9 +192,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _read(path: str | Path, stage: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (run `dvc repro {stage}`)")
+    return json.loads(path.read_text())
+
+
 def main() -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("--degraded", default="data/degraded", help="the measurements (stage degrade)")
+    ap.add_argument("--studies", action="store_true",
+                    help="the studies T4b-T4d and T8 (paper/dvc.yaml: report_studies) instead of the main tables")
     args = ap.parse_args()
     params = load_params(args.params)
     sweep_models = (section(params, "evaluate", args.params).get("sweeps") or {}).get("models") or ["srdd"]
@@ -203,40 +213,37 @@ def main() -> None:
     if heads_path.is_file() and heads_model in evaluate:  # the heads' modes beside the model's own settings
         evaluate[heads_model].update(json.loads(heads_path.read_text()))
     heads = json.loads(train_heads_path.read_text()) if train_heads_path.is_file() else None
-    df_path = Path("metrics/distill_frontier.json")
-    distill_frontier = json.loads(df_path.read_text()) if df_path.is_file() else None
-    recon_path = Path("metrics/evaluate_reconstruct.json")
-    if not recon_path.is_file():
-        raise FileNotFoundError(f"{recon_path}: missing (run `dvc repro evaluate_reconstruct`)")
-    recon = json.loads(recon_path.read_text())
+    recon = _read("metrics/evaluate_reconstruct.json", "evaluate_reconstruct")
     manifest = json.loads((Path(args.data) / "manifest.json").read_text())
-    degraded_path = Path(args.degraded) / "manifest.json"
-    if not degraded_path.is_file():
-        raise FileNotFoundError(f"{degraded_path}: missing (run `dvc repro degrade`)")
-    degraded = json.loads(degraded_path.read_text())
-    frontier_path = Path(FRONTIER_FILE)
-    frontier = json.loads(frontier_path.read_text()) if frontier_path.is_file() else None
+    degraded = _read(Path(args.degraded) / "manifest.json", "degrade")
+    frontier = distill_frontier = None
+    if args.studies:
+        frontier = _read(FRONTIER_FILE, "paper/dvc.yaml:posterior_frontier")
+        distill_frontier = _read("metrics/distill_frontier.json", "paper/dvc.yaml:distill_frontier")
     ev_path = Path("metrics/train_evaluator.json")
     evaluator = json.loads(ev_path.read_text()) if ev_path.is_file() else None
     ctx = context(params, evaluate, manifest, evaluator)
+    names, out_files, out_plots = (STUDY_TABLES, STUDY_FILES, STUDY_PLOTS) if args.studies else \
+        (TABLES, TABLE_FILES, TABLE_PLOTS)
     try:
-        tables = build_tables(list(TABLES), evaluate, recon, ctx, sweep_model=sweep_models[0], frontier=frontier,
+        tables = build_tables(list(names), evaluate, recon, ctx, sweep_model=sweep_models[0], frontier=frontier,
                               table_notes=table_notes(params, manifest, degraded), heads=heads,
                               distill_frontier=distill_frontier)
     except MissingResult as exc:  # a KeyError: make it the stage's one-line error
         raise ValueError(str(exc)) from exc
-    with tracked("report", params, {}) as tracker:
-        metrics = write_json("metrics/evaluate.json", evaluate)
+    with tracked("report_studies" if args.studies else "report", params, {}) as tracker:
         texts = (to_markdown(tables), to_csv(tables), to_latex(tables))
-        files = [write_text(path, text) for path, text in zip(TABLE_FILES, texts)]
-        files += plot_sweeps({t.key: t for t in tables}, OUT)
+        files = [write_text(path, text) for path, text in zip(out_files, texts)]
+        files += plot_sweeps({t.key: t for t in tables}, Path(out_plots))
         tracker.set_tags({"scalewise.tables": ",".join(t.key for t in tables)})
-        keys = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes", "steps")
-        for _, model, setting in T1_ROWS:  # T1 as metrics: compare runs side by side in the MLflow UI
-            r = evaluate[model][setting]
-            tracker.log_metrics({f"t1/{model}/{setting.replace('+', '_')}/{k}": float(r[k]) for k in keys})
-        tracker.log_artifacts([metrics, *files], "paper_tables")
-    print(f"report: {len(tables)} tables -> reports/paper_tables.md/.csv/.tex")
+        if not args.studies:
+            files.insert(0, write_json("metrics/evaluate.json", evaluate))
+            keys = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes", "steps")
+            for _, model, setting in T1_ROWS:  # T1 as metrics: compare runs side by side in the MLflow UI
+                r = evaluate[model][setting]
+                tracker.log_metrics({f"t1/{model}/{setting.replace('+', '_')}/{k}": float(r[k]) for k in keys})
+        tracker.log_artifacts(files, "paper_tables")
+    print(f"{'report_studies' if args.studies else 'report'}: {len(tables)} tables -> {out_files[0]}, .csv, .tex")
 
 
 if __name__ == "__main__":

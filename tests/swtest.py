@@ -117,11 +117,12 @@ def write_params(root: Path, params: dict) -> None:
 def make_project(dest: Path, params: dict) -> Path:
     """A git + DVC repository holding a copy of the pipeline code and ``params``."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "scalewise", "stages", "flows"):
+    for name in ("dvc.yaml", "paper/dvc.yaml", "scalewise", "stages", "flows"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
     write_params(dest, params)
     (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n.cache/\n")

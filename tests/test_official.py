@@ -321,6 +321,8 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     root = make_project(tmp_path, p)
     stages = run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], root).stdout.split()
     assert {"train@var", "train@srdd", "evaluate@srdd_distilled", "reconstruct@srdd-box_inpaint"} <= set(stages)
+    from scalewise.project.seeds import seed_settings
+    assert seed_settings(p) is None  # no seed experiments at this scale
 
 
 def test_imported_models_hold_no_meta_tensors_and_match_a_normal_load(tmp_path):

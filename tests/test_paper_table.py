@@ -25,6 +25,7 @@ TIMING = ("images_per_s", "peak_memory_bytes")
 
 
 EXPERIMENT = {"drop02": ["train.common.model.cond_drop=0.2"]}  # a training setting that differs: a queued DVC experiment
+SEEDS = {"seeds": [0, 1], "seed_overrides": ["evaluate.models=[var,srdd]", "evaluate.sweeps.models=[]"]}  # seed 1: queued
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def project(tmp_path_factory):
     prefect_home = tmp_path_factory.mktemp("prefect")
     params = json.loads(json.dumps(TINY_PARAMS))
     params["paper_table"]["experiments"] = EXPERIMENT
+    params["paper_table"].update(SEEDS)
     root = make_project(tmp_path_factory.mktemp("tables"), params)
     env_extra = {"PREFECT_HOME": str(prefect_home), "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage")}
     proc = run([sys.executable, "-m", "flows.paper_table", "--root", str(root), "--run-name", "paper-table/test"],
@@ -43,9 +45,12 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     root, _ = project
     md = (root / "reports/paper_tables.md").read_text()
     for key in ("## T1: Generation", "## T2: Masked-resampling sweep", "## T3: CFG sweep", "## T4: Inverse problems",
-                "## T4b: Posterior sampling frontier", "## T4c: Posterior sampling against its goals",
-                "## T4d: SRDD with measurement-aware resampling vs VAR guided", "## T5: Efficiency"):
+                "## T5: Efficiency", "## T7: Learned sampling heads"):
         assert key in md
+    studies = (root / "reports/paper_studies.md").read_text()  # paper/dvc.yaml: report_studies
+    for key in ("## T4b: Posterior sampling frontier", "## T4c: Posterior sampling against its goals",
+                "## T4d: SRDD with measurement-aware resampling vs VAR guided", "## T8: Scale distillation frontier"):
+        assert key in studies and key not in md
     for row in ("| VAR |", "| SRDD |", "| SRDD + simple resampling |", "| SRDD + masked resampling |",
                 "| SRDD + MR + tuned CFG |", "| SRDD distilled |"):
         assert row in md
@@ -54,17 +59,46 @@ def test_tables_have_every_row_and_column_with_real_numbers(project):
     t1 = [r for r in rows if r["table"] == "T1"]
     assert len({r["row"] for r in t1}) == 6
     assert {r["column"] for r in t1} >= {"FID", "IS", "KID", "precision", "recall", "steps", "img/s", "peak MiB"}
-    for r in rows:
+    for r in rows + list(csv.DictReader((root / "reports/paper_studies.csv").open())):
         if r["column"] in ("FID", "IS", "KID", "PSNR (dB)", "SSIM", "img/s"):
             assert math.isfinite(float(r["value"])), r
     t2 = {(r["row"]) for r in rows if r["table"] == "T2"}
     assert len(t2) == 2  # threshold 0.1 x iterations 1, 2
     t4_methods = {r["value"] for r in rows if r["table"] == "T4" and r["column"] == "method"}
     assert t4_methods == {"prior", "classical", "clamp", "guided", "guided_mean", "guided+dc", "clamp+guided", "oracle"}
-    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 10
-    assert "## T7: Learned sampling heads" in md and "## T8: Scale distillation frontier" in md
-    for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png", "t4b_posterior_frontier.png"):
+    assert (root / "reports/paper_tables.tex").read_text().count("\\begin{table}") == 6
+    assert (root / "reports/paper_studies.tex").read_text().count("\\begin{table}") == 4
+    for plot in ("t2_masked_sweep.png", "t3_cfg_sweep.png", "t7_fid_vs_time.png"):
         assert (root / "reports/paper_tables" / plot).stat().st_size > 0
+    for plot in ("t4b_posterior_frontier.png", "t8_distill_frontier.png"):
+        assert (root / "reports/paper_studies" / plot).stat().st_size > 0
+    frontier = json.loads((root / "metrics/distill_frontier.json").read_text())
+    assert frontier["chosen"] == "drop1" and frontier["students"]["drop1"]["patch_nums"] == [1, 3, 4]
+
+
+def test_training_seeds_are_queued_experiments_with_mean_and_spread(project):
+    root, proc = project
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], root).stdout)
+    revs = {r["name"]: r for rev in shown for e in (rev.get("experiments") or []) for r in e["revs"]}
+    p = revs["seed1"]["data"]["params"]["params.yaml"]["data"]
+    assert p["train"]["common"]["seed"] == p["distill"]["seed"] == p["train_heads"]["seed"] == 1
+    assert p["train_tokenizer"]["seed"] == 0 and p["evaluate"]["seed"] == 0  # held fixed
+    workspace = yaml.safe_load((root / "params.yaml").read_text())
+    assert workspace["train"]["common"]["seed"] == 0  # untouched
+    md = (root / "reports/paper_seeds.md").read_text()
+    assert "## T9: Over 2 training seeds" in md and "## T9b: Claims over 2 training seeds" in md
+    assert "reports/paper_seeds.md" in proc.stdout  # the flow published it with the other table files
+    rows = list(csv.DictReader((root / "reports/paper_seeds.csv").open()))
+    cells = {(r["row"], r["column"]): r["value"] for r in rows if r["table"] == "T9"}  # long format: row = index
+    t9 = {cells[(i, "row")]: {"value": cells[(i, "FID per seed")]} for i, c in cells if c == "row"}
+    assert {"VAR", "SRDD", "SRDD + policy + tau / CFG", "teacher (SRDD)", "student drop1"} <= set(t9)
+    for label in ("VAR", "SRDD"):  # another training seed trains another model
+        fid0, fid1 = (float(v) for v in t9[label]["value"].split(" / "))
+        assert fid0 != fid1
+        assert fid0 == pytest.approx(json.loads((root / f"metrics/evaluate/{label.lower()}.json").read_text())
+                                     ["default"]["fid"], abs=5e-4)  # seed 0 is the workspace's run
+    verdicts = {r["value"] for r in rows if r["table"] == "T9b" and r["column"] == "verdict"}
+    assert verdicts <= {"a better", "b better", "within spread"} and verdicts
 
 
 def test_experiments_with_other_training_settings_are_queued_and_compared(project):
@@ -75,9 +109,9 @@ def test_experiments_with_other_training_settings_are_queued_and_compared(projec
         assert f"| drop02 | train.common.model.cond_drop=0.2 | {model} |" in md
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], root).stdout)
     names = [r["name"] for rev in shown for e in (rev.get("experiments") or []) for r in e["revs"]]
-    assert names == ["drop02"]
+    assert sorted(names) == ["drop02", "seed1"]
     exp_params = [r["data"]["params"]["params.yaml"]["data"] for rev in shown for e in (rev.get("experiments") or [])
-                  for r in e["revs"]][0]
+                  for r in e["revs"] if r["name"] == "drop02"][0]
     assert exp_params["train"]["common"]["model"]["cond_drop"] == 0.2
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["common"]["model"]["cond_drop"] == 0.1  # untouched
 
@@ -117,7 +151,7 @@ def test_mlflow_holds_the_paper_table_run_with_every_stage(project):
     children = {r.data.tags["scalewise.stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert {"train_evaluator", "distill", "evaluate@var", "evaluate@srdd", "evaluate@srdd_distilled",
-            "evaluate_reconstruct", "report"} <= set(children)
+            "evaluate_reconstruct", "report", "posterior_frontier", "distill_frontier", "report_studies"} <= set(children)
     exp_runs = [r for r in runs if r.data.tags.get("scalewise.dvc_experiment") == "drop02"]
     assert "drop02/evaluate@srdd" in {r.info.run_name for r in exp_runs}  # the experiment's stages, named by it
     ev = children["evaluate@srdd"]
@@ -145,8 +179,10 @@ def test_paper_table_command_prints_the_selected_tables_and_names_bad_ones(proje
     assert "## T2" not in proc.stdout and "## T6" not in proc.stdout
     t6 = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--no-repro", "--tables", "T6"], root)
     assert "## T6: Experiments" in t6.stdout and "| drop02 |" in t6.stdout
-    bad = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--tables", "T1,T9"], root, check=False)
-    assert bad.returncode == 2 and "unknown table name(s) ['T9']" in bad.stderr
+    t9 = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--no-repro", "--tables", "T9b,T8"], root)
+    assert "## T9b: Claims" in t9.stdout and "## T8: Scale distillation" in t9.stdout and "## T9:" not in t9.stdout
+    bad = run([sys.executable, "-m", "scalewise.cli.main", "paper-table", "--tables", "T1,T10"], root, check=False)
+    assert bad.returncode == 2 and "unknown table name(s) ['T10']" in bad.stderr
 
 
 def test_missing_inception_weights_are_a_clear_error(project, tmp_path):

@@ -26,10 +26,16 @@ from scalewise.evaluation.distill_frontier import t8_distill_frontier
 from scalewise.evaluation.posterior_goals import t4c_goals, t4d_srdd_vs_var
 from scalewise.evaluation.tables import MissingResult, Table
 
-TABLES = ("T1", "T2", "T3", "T4", "T4b", "T4c", "T4d", "T5", "T7", "T8")  # written by the `report` stage
-ALL_TABLES = TABLES + ("T6",)  # T6: DVC experiments (scalewise.project.experiments), written by paper-table
+TABLES = ("T1", "T2", "T3", "T4", "T5", "T7")  # written by the `report` stage (dvc.yaml, `make repro`)
+# the studies: written by `report_studies` (paper/dvc.yaml, run by `scalewise paper-table`, not by `make repro`)
+STUDY_TABLES = ("T4b", "T4c", "T4d", "T8")
+SEED_TABLES = ("T9", "T9b")  # training seeds as DVC experiments (scalewise.evaluation.seeds), by paper-table
+# T6: DVC experiments (scalewise.project.experiments), written by paper-table
+ALL_TABLES = TABLES + STUDY_TABLES + ("T6",) + SEED_TABLES
 TABLE_FILES = ("reports/paper_tables.md", "reports/paper_tables.csv", "reports/paper_tables.tex")  # TABLES
-TABLE_PLOTS = "reports/paper_tables"  # the plots of T2 / T3 (sweeps) and T4b (frontier)
+TABLE_PLOTS = "reports/paper_tables"  # the plots of T2 / T3 (sweeps) and T7 (FID vs time)
+STUDY_FILES = ("reports/paper_studies.md", "reports/paper_studies.csv", "reports/paper_studies.tex")
+STUDY_PLOTS = "reports/paper_studies"  # the plots of T4b (posterior frontier) and T8 (distillation frontier)
 FRONTIER_FILE = "metrics/posterior_frontier.json"  # T4b's source, written by the `posterior_frontier` stage
 
 # T1 rows: (label, model, setting)
@@ -203,7 +209,7 @@ def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[st
                  sweep_model: str = "srdd", frontier: dict | None = None,
                  table_notes: dict[str, dict[str, Any]] | None = None, heads: dict | None = None,
                  distill_frontier: dict | None = None) -> list[Table]:
-    """The tables ``names`` (see :data:`TABLES`); every table carries the ``context`` notes.
+    """The tables ``names`` (of :data:`TABLES` and :data:`STUDY_TABLES`); every table carries the ``context`` notes.
 
     ``context`` holds what a reader needs to compare numbers of any table: dataset, image size,
     extractor, seeds, git commit. ``table_notes`` adds one table's own notes after them (keyed by
@@ -220,7 +226,7 @@ def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[st
                 "T8": lambda: t8_distill_frontier(distill_frontier)}
     notes = [f"{k}: {v}" for k, v in context.items()]
     tables = []
-    for name in check_names(names):
+    for name in check_names(names, TABLES + STUDY_TABLES):
         table = builders[name]()
         own = [f"{k}: {v}" for k, v in (table_notes or {}).get(name, {}).items()]
         table.notes = notes + own + table.notes

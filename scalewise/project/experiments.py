@@ -65,15 +65,19 @@ def shown(root: str | os.PathLike) -> dict[str, dict]:
     return out
 
 
-def run_missing(root: str | os.PathLike, experiments: dict[str, list[str]]) -> list[str]:
-    """Queue and run the experiments DVC does not have yet; returns the names that ran."""
+def run_missing(root: str | os.PathLike, experiments: dict[str, list[str]], targets: tuple[str, ...] = ()) -> list[str]:
+    """Queue and run the experiments DVC does not have yet; returns the names that ran.
+
+    ``targets``: the stages each experiment reproduces (with what they depend on); empty = all of
+    ``dvc.yaml``. Stages outside them keep the baseline's outputs.
+    """
     root = Path(root)
     todo = [name for name in experiments if name not in shown(root)]
     for name in todo:
         args = ["exp", "run", "--queue", "-n", name]
         for override in experiments[name]:
             args += ["-S", override]
-        _dvc(root, *args)
+        _dvc(root, *args, *targets)
     if todo:
         _dvc(root, "exp", "run", "--run-all", "--jobs", "1")
     return todo
