@@ -57,6 +57,8 @@ TINY_PARAMS = {
                                 "oracle"], "batch_size": 8,
                     "conditioning": "unconditional", "seed": 0, "device": "cpu", "grid_rows": 4, "threads": 0,
                     "guidance": {"preset": "default", "grad_steps": 1, "guide_from_scale": 2}},
+    "restore_cost": {"variants": {"default": {}, "fast": {"preset": "fast"}}, "methods": ["prior", "guided"],
+                     "runs": 1, "warmup": 0, "batch_size": 4, "seed": 0, "device": "cpu", "threads": 0},
     "posterior_frontier": {"num_images": 4, "particles": [1, 2], "grad_steps": [1], "batch_size": 8, "seed": 0,
                            "device": "cpu", "threads": 0,
                            "variants": {"default": {}, "fast": {"preset": "fast"},

@@ -151,7 +151,8 @@ def test_mlflow_holds_the_paper_table_run_with_every_stage(project):
     children = {r.data.tags["scalewise.stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert {"train_evaluator", "distill", "evaluate@var", "evaluate@srdd", "evaluate@srdd_distilled",
-            "evaluate_reconstruct", "report", "posterior_frontier", "distill_frontier", "report_studies"} <= set(children)
+            "evaluate_reconstruct", "report", "posterior_frontier", "restore_cost", "distill_frontier",
+            "report_studies"} <= set(children)
     exp_runs = [r for r in runs if r.data.tags.get("scalewise.dvc_experiment") == "drop02"]
     assert "drop02/evaluate@srdd" in {r.info.run_name for r in exp_runs}  # the experiment's stages, named by it
     ev = children["evaluate@srdd"]

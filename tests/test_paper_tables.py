@@ -52,6 +52,10 @@ FRONTIER = {v: {task: {"p4_s2": _point(4, 2, 16.0, 0.08), "p1_s1": _point(1, 1, 
                        "masked_resampling": _point(1, 10, 17.5 if v == "srdd" else 17.0, 0.2),
                        "clamp": _point(1, 0, 14.0, 0.012)}
                 for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}
+# restore_cost: guided / prior timed side by side; srdd's default misses "20x" (T4's own stage timings say 15x)
+COST = {"machine": {"cpu": "test cpu", "cpu_flags": ["avx2"], "threads": 2, "device": "cpu"},
+        "results": {v: {"sr_x4": {"default": {"ratio_to_prior": {"prior": 1.0, "guided": 15.0 if v == "var" else 25.0}},
+                                  "fast": {"ratio_to_prior": {"prior": 1.0, "guided": 3.0}}}} for v in ("var", "srdd")}}
 CONTEXT = {"dataset": "digits", "git commit": "abc123"}
 _REC = {"recall": 0.5, "precision": 0.7, "images_per_s": 10.0}
 DISTILL_FRONTIER = {"teacher": {"patch_nums": [1, 2, 3], "fid": 2.0, **_REC},
@@ -65,7 +69,7 @@ HEADS = {"head_params": 1234, "head_param_fraction": 0.012, "freeze_backbone": T
 
 def test_every_table_has_its_rows_and_states_its_context():
     tables = build_tables([*TABLES, *STUDY_TABLES], _evaluate(), RECON, CONTEXT, frontier=FRONTIER, heads=HEADS,
-                          distill_frontier=DISTILL_FRONTIER)
+                          distill_frontier=DISTILL_FRONTIER, cost=COST)
     by = {t.key: t for t in tables}
     assert [t.key for t in tables] == ["T1", "T2", "T3", "T4", "T5", "T7", "T4b", "T4c", "T4d", "T8"]
     assert [r[0] for r in by["T8"].rows] == ["teacher", "drop1", "drop2"] and by["T8"].rows[2][-1] == "yes"
@@ -91,19 +95,26 @@ def test_every_table_has_its_rows_and_states_its_context():
 
 
 def test_t4c_checks_every_goal_and_names_the_unmet_ones():
-    (t4c, t4d) = build_tables(["T4c", "T4d"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
+    (t4c, t4d) = build_tables(["T4c", "T4d"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER, cost=COST)
     rows = {r[1]: r for r in t4c.rows}
     var, srdd = rows["var"], rows["srdd"]
     assert var[2] == pytest.approx(2.0) and var[6] == pytest.approx(1.2) and var[7] == pytest.approx(2.0)
     assert var[8] == pytest.approx(15.0) and var[9] == pytest.approx(3.0) and var[10] == pytest.approx(1.0)
     assert var[11] == "none"
     assert srdd[2] == pytest.approx(0.5) and srdd[10] == pytest.approx(-1.0)
-    assert srdd[11] == "+1 dB, FID, fast > clamp"
+    assert srdd[8] == pytest.approx(25.0)  # the side-by-side timing, not T4's stage times (15x)
+    assert srdd[11] == "+1 dB, FID, 20x, fast > clamp"
+    assert any("test cpu (flags avx2), 2 threads" in n for n in t4c.notes)
     (sr,) = [r for r in t4d.rows if r[0] == "sr_x4"]
     assert sr[1:5] == [16.5, 17.0, 16.5, 17.5] and sr[5] == pytest.approx(1.0) and sr[6] == pytest.approx(0.5)
     broken = {v: {t: {p: r for p, r in pts.items() if p != "fast"} for t, pts in ts.items()} for v, ts in FRONTIER.items()}
     with pytest.raises(MissingResult, match=r"posterior_frontier\.json: no result at srdd/sr_x4/fast \(run `dvc repro posterior_frontier`"):
-        build_tables(["T4c"], _evaluate(), RECON, CONTEXT, frontier=broken)
+        build_tables(["T4c"], _evaluate(), RECON, CONTEXT, frontier=broken, cost=COST)
+    with pytest.raises(MissingResult, match=r"restore_cost\.json is missing or empty \(run `dvc repro paper/dvc.yaml:restore_cost`"):
+        build_tables(["T4c"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER)
+    no_fast = {"machine": {}, "results": {v: {"sr_x4": {"default": c["sr_x4"]["default"]}} for v, c in COST["results"].items()}}
+    with pytest.raises(MissingResult, match=r"restore_cost\.json: no result at results/srdd/sr_x4/fast"):
+        build_tables(["T4c"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER, cost=no_fast)
 
 
 def test_renderings_hold_the_same_numbers():

@@ -13,7 +13,7 @@ import time
 import torch
 
 from scalewise.bench.sample import BenchModel, _sync, measured_peak
-from scalewise.posterior.guidance import METHODS
+from scalewise.posterior.guidance import METHODS, GradientGuidedSampler
 from scalewise.posterior.guidance_config import PosteriorGuidanceConfig
 from scalewise.posterior.tasks import standard_task, task_operator
 from scalewise.posterior.restoration import method_flags, make_sampler
@@ -26,6 +26,31 @@ def random_models(spec: BenchModel, mask_kind: str, device: str, seed: int = 0) 
     tok = Tokenizer(spec.tokenizer_config()).to(device).eval().channels_last_()
     model = ScaleTransformer(spec.transformer_config(mask_kind)).to(device).eval()
     return model, tok
+
+
+def time_methods(sampler: GradientGuidedSampler, y: torch.Tensor, methods: tuple[str, ...] | list[str],
+                 runs: int = 3, warmup: int = 1, seed: int = 0) -> dict[str, float]:
+    """Seconds per image of each method on the batch ``y`` (B, ...): the median of ``runs`` timed
+    repetitions after ``warmup`` untimed ones.
+
+    The methods are interleaved (every repetition runs each method once, in order), so a change
+    in the machine's load during the measurement hits all methods alike and their ratios stay
+    side by side.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    flags = {m: method_flags(m) for m in methods}
+    dev = next(sampler.model.parameters()).device
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for i in range(warmup + runs):
+        for method, (guided, clamp) in flags.items():
+            _sync(dev)
+            t0 = time.perf_counter()
+            sampler.sample(y, guided=guided, clamp=clamp, seed=seed + i)
+            _sync(dev)
+            if i >= warmup:
+                times[method].append(time.perf_counter() - t0)
+    return {m: statistics.median(t) / y.shape[0] for m, t in times.items()}
 
 
 def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batch: int,
@@ -42,19 +67,10 @@ def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batc
     x = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     y = op(x).to(dev)
     sampler = make_sampler(model, tokenizer, op.to(dev), config)
-    sec: dict[str, float] = {}
+    sec = time_methods(sampler, y, methods, runs, warmup, seed)
     peaks: dict[str, int] = {}
     for method in methods:
         guided, clamp = method_flags(method)
-        times = []
-        for i in range(warmup + runs):
-            _sync(dev)
-            t0 = time.perf_counter()
-            sampler.sample(y, guided=guided, clamp=clamp, seed=seed + i)
-            _sync(dev)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        sec[method] = statistics.median(times) / batch
         peaks[method] = measured_peak(lambda: sampler.sample(y, guided=guided, clamp=clamp, seed=seed), dev)
     base = sec.get("prior")
     return {

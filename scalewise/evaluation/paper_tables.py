@@ -208,7 +208,7 @@ def t7_heads_ablation(evaluate: dict, heads: dict | None, model: str = "srdd") -
 def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[str, Any],
                  sweep_model: str = "srdd", frontier: dict | None = None,
                  table_notes: dict[str, dict[str, Any]] | None = None, heads: dict | None = None,
-                 distill_frontier: dict | None = None) -> list[Table]:
+                 distill_frontier: dict | None = None, cost: dict | None = None) -> list[Table]:
     """The tables ``names`` (of :data:`TABLES` and :data:`STUDY_TABLES`); every table carries the ``context`` notes.
 
     ``context`` holds what a reader needs to compare numbers of any table: dataset, image size,
@@ -216,11 +216,11 @@ def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[st
     table name: the sample counts of the generation tables, :func:`inverse_notes` for T4 / T4b).
     ``frontier`` is ``metrics/posterior_frontier.json`` for T4b, ``heads``
     ``metrics/train_heads.json`` for T7, ``distill_frontier`` ``metrics/distill_frontier.json``
-    for T8. Raises :class:`MissingResult` naming an absent result.
+    for T8, ``cost`` ``metrics/restore_cost.json`` for T4c's cost columns. Raises :class:`MissingResult` naming an absent result.
     """
     builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
                 "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
-                "T4b": lambda: t4b_frontier(frontier), "T4c": lambda: t4c_goals(recon, frontier),
+                "T4b": lambda: t4b_frontier(frontier), "T4c": lambda: t4c_goals(recon, frontier, cost),
                 "T4d": lambda: t4d_srdd_vs_var(frontier), "T5": lambda: t5_efficiency(evaluate),
                 "T7": lambda: t7_heads_ablation(evaluate, heads, sweep_model),
                 "T8": lambda: t8_distill_frontier(distill_frontier)}

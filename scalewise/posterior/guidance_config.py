@@ -35,7 +35,7 @@ class PosteriorGuidanceConfig:
     cfg_schedule: str = "linear"
     alpha: float = 1.0  # gradient scale of the log-likelihood (1 = exact first-order tilt)
     alpha_schedule: str = "constant"  # constant | increasing | decreasing over the scales
-    grad_steps: int = 10  # re-linearised gradient steps per guided scale
+    grad_steps: int = 9  # re-linearised gradient steps per guided scale
     step_schedule: str = "constant"  # constant | increasing: 1 step at guide_from_scale up to grad_steps at the last
     stop_at_noise: float = 1.0  # stop a scale's steps once ||A(x0) - y|| <= this x the noise norm (0 = never)
     estimate: str = "complete"  # complete: full-image estimate (argmax look-ahead) | partial: D(f_hat_<=k)
@@ -128,7 +128,7 @@ class PosteriorGuidanceConfig:
 # Tuned on the validation subset (data/degraded/validation) of the default profile; see the README
 # and benchmarks/posterior_tuning.md.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},  # the dataclass defaults: 1 particle, scales 0..4 clamped, 5..6 guided with 10 steps each
+    "default": {},  # the dataclass defaults: 1 particle, scales 0..4 clamped, 5..6 guided with 9 steps each
     "fast": {"guide_from_scale": 5, "grad_steps": 1, "step_schedule": "constant", "resample_iters": 0,
              "particles": 1, "clamp": True, "clamp_scales": "all", "clamp_fill": "harmonic"},
     # one step on each of the last two scales, every known token clamped, the batched fill (about 3-4x)
