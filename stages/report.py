@@ -10,8 +10,8 @@ counts and noise), and writes ``reports/paper_tables.md``, ``.csv`` and ``.tex``
 gives T7 the heads' size and test losses.
 
 ``report --studies`` is ``report_studies``: the studies ``scalewise paper-table`` adds to
-``make repro``'s pipeline. It reads ``metrics/posterior_frontier.json`` and
-``metrics/distill_frontier.json`` and writes ``reports/paper_studies.md``, ``.csv``, ``.tex``
+``make repro``'s pipeline. It reads ``metrics/posterior_frontier.json``,
+``metrics/restore_cost.json`` and ``metrics/distill_frontier.json`` and writes ``reports/paper_studies.md``, ``.csv``, ``.tex``
 (T4b-T4d, T8) with ``reports/paper_studies/t4b_posterior_frontier.png`` and
 ``t8_distill_frontier.png``. Both log their files to MLflow.
 
@@ -216,9 +216,10 @@ def main() -> None:
     recon = _read("metrics/evaluate_reconstruct.json", "evaluate_reconstruct")
     manifest = json.loads((Path(args.data) / "manifest.json").read_text())
     degraded = _read(Path(args.degraded) / "manifest.json", "degrade")
-    frontier = distill_frontier = None
+    frontier = distill_frontier = cost = None
     if args.studies:
         frontier = _read(FRONTIER_FILE, "paper/dvc.yaml:posterior_frontier")
+        cost = _read("metrics/restore_cost.json", "paper/dvc.yaml:restore_cost")
         distill_frontier = _read("metrics/distill_frontier.json", "paper/dvc.yaml:distill_frontier")
     ev_path = Path("metrics/train_evaluator.json")
     evaluator = json.loads(ev_path.read_text()) if ev_path.is_file() else None
@@ -228,7 +229,7 @@ def main() -> None:
     try:
         tables = build_tables(list(names), evaluate, recon, ctx, sweep_model=sweep_models[0], frontier=frontier,
                               table_notes=table_notes(params, manifest, degraded), heads=heads,
-                              distill_frontier=distill_frontier)
+                              distill_frontier=distill_frontier, cost=cost)
     except MissingResult as exc:  # a KeyError: make it the stage's one-line error
         raise ValueError(str(exc)) from exc
     with tracked("report_studies" if args.studies else "report", params, {}) as tracker:
