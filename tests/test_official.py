@@ -317,7 +317,7 @@ def test_the_official_imagenet_profile_is_a_valid_params_file(tmp_path):
     guidance_config(rec.guidance, "reconstruct.guidance")
     from_dict(FrontierConfig, p["posterior_frontier"], "posterior_frontier")
     from scalewise.bench.restore_cost import RestoreCostConfig
-    assert set(from_dict(RestoreCostConfig, p["restore_cost"], "restore_cost").variants) == {"default", "fast"}
+    assert set(from_dict(RestoreCostConfig, p["restore_cost"], "restore_cost").variants) == {"default", "fast", "masked_resampling"}
     ev = from_dict(EvaluateConfig, p["evaluate"], "evaluate")
     assert ev.inception_weights and all(setting_plan(ev, m) for m in ev.models)
     root = make_project(tmp_path, p)

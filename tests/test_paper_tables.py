@@ -54,8 +54,10 @@ FRONTIER = {v: {task: {"p4_s2": _point(4, 2, 16.0, 0.08), "p1_s1": _point(1, 1, 
                 for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}
 # restore_cost: guided / prior timed side by side; srdd's default misses "20x" (T4's own stage timings say 15x)
 COST = {"machine": {"cpu": "test cpu", "cpu_flags": ["avx2"], "threads": 2, "device": "cpu"},
-        "results": {v: {"sr_x4": {"default": {"ratio_to_prior": {"prior": 1.0, "guided": 15.0 if v == "var" else 25.0}},
-                                  "fast": {"ratio_to_prior": {"prior": 1.0, "guided": 3.0}}}} for v in ("var", "srdd")}}
+        "results": {v: {task: {"default": {"ratio_to_prior": {"prior": 1.0, "guided": 15.0 if v == "var" else 25.0}},
+                                  "fast": {"ratio_to_prior": {"prior": 1.0, "guided": 3.0}},
+                                  "masked_resampling": {"ratio_to_prior": {"prior": 1.0, "guided": 40.0 if v == "srdd" else 38.0}}}
+                        for task in ("sr_x4", "deblur")} for v in ("var", "srdd")}}
 CONTEXT = {"dataset": "digits", "git commit": "abc123"}
 _REC = {"recall": 0.5, "precision": 0.7, "images_per_s": 10.0}
 DISTILL_FRONTIER = {"teacher": {"patch_nums": [1, 2, 3], "fid": 2.0, **_REC},
@@ -107,6 +109,7 @@ def test_t4c_checks_every_goal_and_names_the_unmet_ones():
     assert any("test cpu (flags avx2), 2 threads" in n for n in t4c.notes)
     (sr,) = [r for r in t4d.rows if r[0] == "sr_x4"]
     assert sr[1:5] == [16.5, 17.0, 16.5, 17.5] and sr[5] == pytest.approx(1.0) and sr[6] == pytest.approx(0.5)
+    assert sr[7:9] == [40.0, 15.0]  # restore_cost's masked_resampling (srdd) and default (var), not the frontier's
     broken = {v: {t: {p: r for p, r in pts.items() if p != "fast"} for t, pts in ts.items()} for v, ts in FRONTIER.items()}
     with pytest.raises(MissingResult, match=r"posterior_frontier\.json: no result at srdd/sr_x4/fast \(run `dvc repro posterior_frontier`"):
         build_tables(["T4c"], _evaluate(), RECON, CONTEXT, frontier=broken, cost=COST)

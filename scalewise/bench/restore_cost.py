@@ -27,7 +27,8 @@ from scalewise.posterior.restoration import make_sampler, method_flags
 class RestoreCostConfig:
     """``params.yaml: restore_cost``."""
 
-    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}, "fast": {"preset": "fast"}})
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "default": {}, "fast": {"preset": "fast"}, "masked_resampling": {"resample_iters": 2}})
     methods: list[str] = field(default_factory=lambda: ["prior", "clamp", "guided"])
     runs: int = 3  # timed repetitions per method (the median is kept)
     warmup: int = 1  # untimed repetitions first

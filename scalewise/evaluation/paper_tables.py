@@ -216,12 +216,13 @@ def build_tables(names: list[str], evaluate: dict, recon: dict, context: dict[st
     table name: the sample counts of the generation tables, :func:`inverse_notes` for T4 / T4b).
     ``frontier`` is ``metrics/posterior_frontier.json`` for T4b, ``heads``
     ``metrics/train_heads.json`` for T7, ``distill_frontier`` ``metrics/distill_frontier.json``
-    for T8, ``cost`` ``metrics/restore_cost.json`` for T4c's cost columns. Raises :class:`MissingResult` naming an absent result.
+    for T8, ``cost`` ``metrics/restore_cost.json`` for the cost columns of T4c and T4d. Raises
+    :class:`MissingResult` naming an absent result.
     """
     builders = {"T1": lambda: t1_generation(evaluate), "T2": lambda: t2_masked_sweep(evaluate, sweep_model),
                 "T3": lambda: t3_cfg_sweep(evaluate, sweep_model), "T4": lambda: t4_inverse(recon),
                 "T4b": lambda: t4b_frontier(frontier), "T4c": lambda: t4c_goals(recon, frontier, cost),
-                "T4d": lambda: t4d_srdd_vs_var(frontier), "T5": lambda: t5_efficiency(evaluate),
+                "T4d": lambda: t4d_srdd_vs_var(frontier, cost), "T5": lambda: t5_efficiency(evaluate),
                 "T7": lambda: t7_heads_ablation(evaluate, heads, sweep_model),
                 "T8": lambda: t8_distill_frontier(distill_frontier)}
     notes = [f"{k}: {v}" for k, v in context.items()]

@@ -12,7 +12,8 @@ costs, timed side by side):
   stage (each task's first batch, methods interleaved, medians of repeated runs); and the
   ``fast`` preset's margin over ``clamp`` (goal > 0 dB) on the frontier's images. ``unmet`` lists the goals a row misses.
 - ``T4d``, per task: measurement-aware masked resampling on SRDD against VAR's default guided
-  sampling (and against VAR with the same resampling), on the frontier's images.
+  sampling (and against VAR with the same resampling), on the frontier's images; the costs from
+  ``restore_cost``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _get(source: dict, name: str, *keys: str) -> Any:
             raise MissingResult(f"{name}: no result at {'/'.join(keys)} (run `dvc repro {stage}`; T4c and T4d need "
                                 f"the methods prior, clamp, classical, guided, guided_mean, oracle, the frontier "
                                 f"points default, fast, masked_resampling, clamp and the restore_cost variants "
-                                f"default and fast)")
+                                f"default, fast and masked_resampling)")
         node = node[k]
     return node
 
@@ -92,14 +93,19 @@ def t4c_goals(recon: dict, frontier: dict | None, cost: dict | None = None) -> T
     t.notes.append("goals: guided >= max(prior, clamp) + 1 dB; FID below clamp's and classical's; consistency "
                    "<= 1.25x the oracle's; guided_mean >= classical; default <= 20x prior; fast <= 4x prior and "
                    "above clamp (fast and its clamp reference on T4b's images, the rest on T4's)")
-    machine = cost.get("machine") or {}
-    t.notes.append(f"cost: guided / prior seconds per image on each task's first batch, the methods interleaved, medians "
-                   f"of repeated runs after a warm-up (stage restore_cost), on {machine.get('cpu', '?')} "
-                   f"(flags {' '.join(machine.get('cpu_flags', [])) or 'none'}), {machine.get('threads', '?')} threads")
+    t.notes.append(_cost_note(cost))
     return t
 
 
-def t4d_srdd_vs_var(frontier: dict | None, resampling: str = "masked_resampling", default: str = "default") -> Table:
+def _cost_note(cost: dict) -> str:
+    machine = cost.get("machine") or {}
+    return (f"cost: guided / prior seconds per image on each task's first batch, the methods interleaved, medians "
+            f"of repeated runs after a warm-up (stage restore_cost), on {machine.get('cpu', '?')} "
+            f"(flags {' '.join(machine.get('cpu_flags', [])) or 'none'}), {machine.get('threads', '?')} threads")
+
+
+def t4d_srdd_vs_var(frontier: dict | None, cost: dict | None = None, resampling: str = "masked_resampling",
+                    default: str = "default") -> Table:
     """T4d: SRDD with measurement-aware masked resampling against VAR guided, task by task."""
     t = Table("T4d", "SRDD with measurement-aware resampling vs VAR guided",
               ["task", "VAR guided (dB)", "VAR + resampling (dB)", "SRDD guided (dB)", "SRDD + resampling (dB)",
@@ -107,12 +113,17 @@ def t4d_srdd_vs_var(frontier: dict | None, resampling: str = "masked_resampling"
                "SRDD + resampling x prior", "VAR guided x prior"])
     if not frontier:
         raise MissingResult(f"{FRONTIER} is missing or empty (run `dvc repro posterior_frontier`)")
+    if not cost:
+        raise MissingResult(f"{COST} is missing or empty (run `dvc repro paper/dvc.yaml:restore_cost`)")
     for task in sorted({t for v in frontier.values() for t in v}):
         p = {(model, point): _get(frontier, FRONTIER, model, task, point)
              for model in ("var", "srdd") for point in (default, resampling)}
         sr, vg = p[("srdd", resampling)], p[("var", default)]
         t.rows.append([task, vg["psnr"], p[("var", resampling)]["psnr"], p[("srdd", default)]["psnr"], sr["psnr"],
                        sr["psnr"] - vg["psnr"], sr["psnr"] - p[("var", resampling)]["psnr"],
-                       sr["ratio_to_prior"], vg["ratio_to_prior"]])
-    t.notes.append(f"points {default!r} and {resampling!r} of T4b (the same images for both models)")
+                       _get(cost, COST, "results", "srdd", task, resampling, "ratio_to_prior", "guided"),
+                       _get(cost, COST, "results", "var", task, default, "ratio_to_prior", "guided")])
+    t.notes.append(f"points {default!r} and {resampling!r} of T4b (the same images for both models); the costs are "
+                   f"restore_cost's variants of the same names")
+    t.notes.append(_cost_note(cost))
     return t
