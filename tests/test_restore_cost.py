@@ -7,6 +7,7 @@ import torch
 
 from scalewise.bench.restore import time_methods
 from scalewise.bench.restore_cost import RestoreCostConfig, restore_cost
+from scalewise.core.config import ConfigError
 from scalewise.core.machine import CPU_FLAGS, machine_info
 from scalewise.models.transformer import ScaleTransformer, TransformerConfig
 from scalewise.posterior.guidance_config import PosteriorGuidanceConfig
@@ -37,7 +38,7 @@ def test_methods_are_interleaved_so_load_changes_hit_them_alike():
         time_methods(s, torch.zeros(4, 1), ["prior", "guided_mean"])
 
 
-def test_restore_cost_times_each_variant_against_its_own_prior(trained_tokenizer):
+def test_restore_cost_times_each_variant_against_the_plain_prior(trained_tokenizer):
     tok, test_u8 = trained_tokenizer
     tok.eval()
     torch.manual_seed(0)
@@ -56,6 +57,9 @@ def test_restore_cost_times_each_variant_against_its_own_prior(trained_tokenizer
         assert rec["ratio_to_prior"]["guided"] == pytest.approx(rec["sec_per_image"]["guided"] / rec["sec_per_image"]["prior"])
     # the default's gradient steps on each guided scale cost more than one (the same prior, the same images)
     assert out["default"]["sec_per_image"]["guided"] > out["fewer"]["sec_per_image"]["guided"]
+    bad = RestoreCostConfig(variants={"broken": {"grad_steps": -1}}, runs=1, warmup=0, batch_size=3)
+    with pytest.raises(ConfigError, match=r"reconstruct\.guidance \+ broken.*grad_steps must be >= 0"):
+        restore_cost(model, tok, op, y, {}, bad, 0.05)
 
 
 def test_restore_cost_settings_are_checked():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -28,29 +29,42 @@ def random_models(spec: BenchModel, mask_kind: str, device: str, seed: int = 0) 
     return model, tok
 
 
-def time_methods(sampler: GradientGuidedSampler, y: torch.Tensor, methods: tuple[str, ...] | list[str],
-                 runs: int = 3, warmup: int = 1, seed: int = 0) -> dict[str, float]:
-    """Seconds per image of each method on the batch ``y`` (B, ...): the median of ``runs`` timed
-    repetitions after ``warmup`` untimed ones.
+def time_calls(calls: dict[str, Callable[[int], object]], device: torch.device, runs: int = 3, warmup: int = 1,
+               seed: int = 0) -> dict[str, float]:
+    """Seconds per call of each ``calls[name](seed)``: the median of ``runs`` timed repetitions
+    after ``warmup`` untimed ones (repetition i passes ``seed + i``).
 
-    The methods are interleaved (every repetition runs each method once, in order), so a change
-    in the machine's load during the measurement hits all methods alike and their ratios stay
-    side by side.
+    The calls are interleaved (every repetition runs each one once, in order), so a change in
+    the machine's load during the measurement hits all of them alike and their ratios stay side
+    by side.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
-    flags = {m: method_flags(m) for m in methods}
-    dev = next(sampler.model.parameters()).device
-    times: dict[str, list[float]] = {m: [] for m in methods}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(warmup + runs):
-        for method, (guided, clamp) in flags.items():
-            _sync(dev)
+        for name, call in calls.items():
+            _sync(device)
             t0 = time.perf_counter()
-            sampler.sample(y, guided=guided, clamp=clamp, seed=seed + i)
-            _sync(dev)
+            call(seed + i)
+            _sync(device)
             if i >= warmup:
-                times[method].append(time.perf_counter() - t0)
-    return {m: statistics.median(t) / y.shape[0] for m, t in times.items()}
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def method_calls(sampler: GradientGuidedSampler, y: torch.Tensor,
+                 methods: tuple[str, ...] | list[str]) -> dict[str, Callable[[int], object]]:
+    """``{method: seed -> sampler.sample(y, ...)}`` for :func:`time_calls` (methods of ``METHODS``)."""
+    def call(guided: bool, clamp: bool) -> Callable[[int], object]:
+        return lambda seed: sampler.sample(y, guided=guided, clamp=clamp, seed=seed)
+    return {m: call(*method_flags(m)) for m in methods}
+
+
+def time_methods(sampler: GradientGuidedSampler, y: torch.Tensor, methods: tuple[str, ...] | list[str],
+                 runs: int = 3, warmup: int = 1, seed: int = 0) -> dict[str, float]:
+    """Seconds per image of each method on the batch ``y`` (B, ...), interleaved (:func:`time_calls`)."""
+    sec = time_calls(method_calls(sampler, y, methods), next(sampler.model.parameters()).device, runs, warmup, seed)
+    return {m: s / y.shape[0] for m, s in sec.items()}
 
 
 def bench_restore(model: ScaleTransformer, tokenizer: Tokenizer, task: str, batch: int,

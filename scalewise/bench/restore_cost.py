@@ -2,10 +2,12 @@
 
 For one task's measurements, each named variant of the base guidance settings
 (``reconstruct.guidance``, e.g. ``default`` and ``fast``) restores the first batch with
-``methods`` (``prior`` among them), timed side by side: every repetition runs each method once
-(:func:`scalewise.bench.restore.time_methods`), and each time is the median of ``runs``
-repetitions after ``warmup`` untimed ones. The ratios to ``prior`` are therefore measured in one
-run on one machine, whatever its load did meanwhile.
+``methods``, timed side by side: every repetition runs each method once
+(:func:`scalewise.bench.restore.time_calls`), and each time is the median of ``runs``
+repetitions after ``warmup`` untimed ones. The reference ``prior`` is plain sampling with the
+base settings (a variant's own resampling or particles never slow it), timed inside each
+variant's repetitions, so every ratio is measured in one run on one machine, whatever its load
+did meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-from scalewise.bench.restore import time_methods
+from scalewise.bench.restore import method_calls, time_calls
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
 from scalewise.posterior.guidance_config import guidance_config
@@ -52,7 +54,8 @@ class RestoreCostConfig:
 def restore_cost(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, y: torch.Tensor,
                  base: dict[str, Any], config: RestoreCostConfig, sigma_y: float,
                  where: str = "reconstruct.guidance") -> dict[str, dict[str, Any]]:
-    """``{variant: {sec_per_image: {method: s}, ratio_to_prior: {method: x}, batch_size, runs}}``.
+    """``{variant: {sec_per_image: {method: s}, ratio_to_prior: {method: x}, batch_size, runs, ...}}``
+    (``prior``: plain sampling with ``base``, the same in every variant).
 
     ``y`` (N, ...) holds ``operator``'s measurements; the first ``config.batch_size`` are timed.
     Each variant's settings are ``{**base, **changes}`` for ``operator``'s kind (as
@@ -61,11 +64,15 @@ def restore_cost(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operat
     n = min(config.batch_size, y.shape[0])
     idx = torch.arange(n)
     op, y_b = operator.select(idx), y[:n]
+    dev = next(model.parameters()).device
+    reference = method_calls(make_sampler(model, tokenizer, op, guidance_config(base, where, operator.kind), sigma_y),
+                             y_b, ["prior"])
     out: dict[str, dict[str, Any]] = {}
     for name, changes in config.variants.items():
         cfg = guidance_config({**base, **changes}, f"{where} + {name}", operator.kind)
-        sampler = make_sampler(model, tokenizer, op, cfg, sigma_y)
-        sec = time_methods(sampler, y_b, config.methods, config.runs, config.warmup, config.seed)
+        calls = {**reference, **method_calls(make_sampler(model, tokenizer, op, cfg, sigma_y), y_b,
+                                             [m for m in config.methods if m != "prior"])}
+        sec = {m: s / n for m, s in time_calls(calls, dev, config.runs, config.warmup, config.seed).items()}
         out[name] = {"sec_per_image": sec, "ratio_to_prior": {m: s / sec["prior"] for m, s in sec.items()},
                      "batch_size": n, "runs": config.runs, "preset": cfg.preset, "grad_steps": cfg.grad_steps,
                      "particles": cfg.particles}
