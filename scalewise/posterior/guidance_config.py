@@ -135,17 +135,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Per operator kind, changes a preset makes on top of its own values (same validation sweep).
+# ``alpha`` is the step of each re-linearised update: with the likelihood weighted by
+# 1/(2 sigma_y^2), alpha 1 jumps far beyond where the linearisation holds on the mask and blur
+# operators, and a smaller step taken 9 times fits better (benchmarks/posterior_tuning.md §10).
 KIND_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
         # the unseen half is a sample: a cooler prior raised PSNR and lowered FID (guided and clamp alike)
-        "outpaint": {"temperature": 0.5},
+        "outpaint": {"temperature": 0.5, "alpha": 0.02},
+        "box_inpaint": {"alpha": 0.03},
         # one mask per image: scikit-image's fill alone costs about 4x a prior sample; harmonic 0.4 ms/img
-        "random_inpaint": {"clamp_fill": "harmonic"},
+        "random_inpaint": {"clamp_fill": "harmonic", "alpha": 0.1},
+        "gaussian_blur": {"alpha": 0.1},
+        # superres keeps alpha 1: 0.3 gained 0.5 dB at factor 2 and lost 0.3 dB at factor 4
     },
     "fast": {
-        "random_inpaint": {"guide_from_scale": 6, "grad_steps": 2},  # 2 steps on the last scale: +1.8 dB here
-        # the held observed tokens pull the free ones off; the last scale free with 4 steps ties clamp (about 5x)
-        "outpaint": {"guide_from_scale": 6, "grad_steps": 4, "clamp_scales": "unguided", "temperature": 0.5},
+        "random_inpaint": {"guide_from_scale": 6, "grad_steps": 2, "alpha": 0.01},  # 2 small steps on the last scale
+        # every known token held, 2 small steps on the last scale: above clamp at about 3x
+        "outpaint": {"guide_from_scale": 6, "grad_steps": 2, "alpha": 0.01, "temperature": 0.5},
+        "gaussian_blur": {"alpha": 0.03},
     },
 }
 
