@@ -5,7 +5,9 @@ method) and the restored PNGs ``reports/reconstruct/<variant>/<task>/<method>/``
 each method's images with torch-fidelity against the test split (the same extractor and
 reference statistics as ``evaluate``). Writes ``metrics/evaluate_reconstruct.json`` shaped
 ``{variant: {task: {method: {psnr, ssim, consistency, sec_per_image, fid, kid, extractor,
-num_images}}}}``.
+num_images, psnr_se, psnr_se_vs_prior, psnr_se_vs_clamp}}}}``: ``psnr_se`` is the standard error
+of the mean PSNR, ``psnr_se_vs_<ref>`` that of the method's PSNR minus ``<ref>``'s on the same
+images (paired, from each task's ``per_image.csv``).
 
     python -m stages.evaluate_reconstruct
 """
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from scalewise.data.prepare import load_split
 from scalewise.evaluation.fidelity import fidelity_metrics, resolve_extractor
+from scalewise.evaluation.paired import paired_columns, read_per_image
 from scalewise.core.io import write_json
 from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
 from scalewise.evaluation.plan import EvaluateConfig, reference_key
@@ -60,6 +63,7 @@ def main() -> None:
 
     cells = [(v, t, m) for v, tasks in summary.items() for t, methods in tasks.items() for m in methods]
     out: dict = {}
+    per_image: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     with tracked("evaluate_reconstruct", params, {"inception_weights": cfg.inception_weights}) as tracker:
         for variant, task, method in tqdm(cells, desc="evaluate_reconstruct"):
             images = load_png_folder(Path(args.reconstruct) / variant / task / method.replace("+", "_"))
@@ -68,6 +72,9 @@ def main() -> None:
                                       device=cfg.device)
             row = dict(summary[variant][task][method])
             row.update(fid=scores["fid"], kid=scores["kid"], extractor=scores["extractor"], num_images=images.shape[0])
+            if (variant, task) not in per_image:
+                per_image[(variant, task)] = read_per_image(Path(args.reconstruct) / variant / task / "per_image.csv")
+            row.update(paired_columns(per_image[(variant, task)], method))
             out.setdefault(variant, {}).setdefault(task, {})[method] = row
             tracker.log_metrics({f"{variant}/{task}/{method.replace('+', '_')}/fid": row["fid"]})
         path = write_json("metrics/evaluate_reconstruct.json", out)

@@ -52,7 +52,8 @@ def main() -> None:
         raise FileNotFoundError(f"{task_file}: no such degraded task (have {tasks}); add it to degrade.tasks")
     deg = load_torch(task_file)
     op = Operator.from_state_dict(deg["operator"])
-    guidance = guidance_config(cfg.guidance, f"{where}.guidance", operator_kind=op.kind)
+    guidance = guidance_config(cfg.guidance, f"{where}.guidance", operator_kind=op.kind,
+                               operator_settings=op.settings)
     y = deg["y"]
     test_u8, _, _ = load_split(args.data, "test")
     clean = to_unit(test_u8[deg["indices"]])

@@ -29,7 +29,8 @@ def _evaluate() -> dict:
 
 
 def _method(psnr: float, fid: float, consistency: float, sec: float) -> dict:
-    return {"psnr": psnr, "ssim": 0.5, "consistency": consistency, "sec_per_image": sec, "fid": fid}
+    return {"psnr": psnr, "ssim": 0.5, "consistency": consistency, "sec_per_image": sec, "fid": fid,
+            "psnr_se_vs_prior": 0.3, "psnr_se_vs_clamp": 0.2}
 
 
 # method -> (PSNR, FID, consistency, s/img); srdd's guided misses "+1 dB" and "FID", var's meets every T4 goal
@@ -43,7 +44,7 @@ RECON = {v: {"sr_x4": {**{m: _method(*vals) for m, vals in _RECON_METHODS.items(
 
 def _point(particles: int, steps: int, psnr: float, sec: float) -> dict:
     return {"particles": particles, "steps": steps, "psnr": psnr, "ssim": 0.5, "consistency": 0.2,
-            "sec_per_image": sec, "ratio_to_prior": sec / 0.01}
+            "sec_per_image": sec, "ratio_to_prior": sec / 0.01, "psnr_se_vs_clamp": 0.25}
 
 
 FRONTIER = {v: {task: {"p4_s2": _point(4, 2, 16.0, 0.08), "p1_s1": _point(1, 1, 14.0, 0.01),
@@ -100,12 +101,13 @@ def test_t4c_checks_every_goal_and_names_the_unmet_ones():
     (t4c, t4d) = build_tables(["T4c", "T4d"], _evaluate(), RECON, CONTEXT, frontier=FRONTIER, cost=COST)
     rows = {r[1]: r for r in t4c.rows}
     var, srdd = rows["var"], rows["srdd"]
-    assert var[2] == pytest.approx(2.0) and var[6] == pytest.approx(1.2) and var[7] == pytest.approx(2.0)
-    assert var[8] == pytest.approx(15.0) and var[9] == pytest.approx(3.0) and var[10] == pytest.approx(1.0)
-    assert var[11] == "none"
-    assert srdd[2] == pytest.approx(0.5) and srdd[10] == pytest.approx(-1.0)
-    assert srdd[8] == pytest.approx(25.0)  # the side-by-side timing, not T4's stage times (15x)
-    assert srdd[11] == "+1 dB, FID, 20x, fast > clamp"
+    assert var[2] == pytest.approx(2.0) and var[7] == pytest.approx(1.2) and var[8] == pytest.approx(2.0)
+    assert var[9] == pytest.approx(15.0) and var[10] == pytest.approx(3.0) and var[11] == pytest.approx(1.0)
+    assert var[3] == 0.2 and var[12] == 0.25  # the paired SE against clamp, the stronger baseline; fast's on T4b
+    assert var[13] == "none"
+    assert srdd[2] == pytest.approx(0.5) and srdd[11] == pytest.approx(-1.0)
+    assert srdd[9] == pytest.approx(25.0)  # the side-by-side timing, not T4's stage times (15x)
+    assert srdd[13] == "+1 dB, FID, 20x, fast > clamp"
     assert any("test cpu (flags avx2), 2 threads" in n for n in t4c.notes)
     (sr,) = [r for r in t4d.rows if r[0] == "sr_x4"]
     assert sr[1:5] == [16.5, 17.0, 16.5, 17.5] and sr[5] == pytest.approx(1.0) and sr[6] == pytest.approx(0.5)

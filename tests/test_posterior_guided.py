@@ -342,6 +342,23 @@ def test_operator_kind_settings_sit_between_the_preset_and_explicit_values(monke
             guidance_config({"preset": preset}, operator_kind=kind_name)
 
 
+def test_operator_settings_select_their_own_changes_over_the_kinds(monkeypatch):
+    for preset, kinds in guidance_config_module.SETTING_PRESETS.items():  # the shipped changes are valid configs
+        assert preset in PRESETS
+        for kind_name, entries in kinds.items():
+            for name, value in entries:
+                guidance_config({"preset": preset}, operator_kind=kind_name, operator_settings={name: value})
+    monkeypatch.setitem(guidance_config_module.KIND_PRESETS, "default", {"superres": {"alpha": 1.0, "grad_steps": 5}})
+    monkeypatch.setitem(guidance_config_module.SETTING_PRESETS, "default", {"superres": {("factor", 2): {"alpha": 0.1}}})
+    x2 = guidance_config({}, operator_kind="superres", operator_settings={"factor": 2, "mode": "area"})
+    x4 = guidance_config({}, operator_kind="superres", operator_settings={"factor": 4, "mode": "area"})
+    assert (x2.alpha, x2.grad_steps) == (0.1, 5) and (x4.alpha, x4.grad_steps) == (1.0, 5)  # the kind's stay
+    assert guidance_config({}, operator_kind="superres").alpha == 1.0  # settings not given: the kind's alone
+    assert guidance_config({"alpha": 0.7}, operator_kind="superres", operator_settings={"factor": 2}).alpha == 0.7
+    assert guidance_config({}, operator_kind="outpaint", operator_settings={"factor": 2}).alpha == \
+        PosteriorGuidanceConfig().alpha  # another kind's entries never apply
+
+
 def test_warm_up_leaves_the_restorations_unchanged(setup):
     tok, x = setup
     model = _model(tok, "markov")

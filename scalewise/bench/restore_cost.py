@@ -65,11 +65,11 @@ def restore_cost(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operat
     idx = torch.arange(n)
     op, y_b = operator.select(idx), y[:n]
     dev = next(model.parameters()).device
-    reference = method_calls(make_sampler(model, tokenizer, op, guidance_config(base, where, operator.kind), sigma_y),
+    reference = method_calls(make_sampler(model, tokenizer, op, guidance_config(base, where, operator.kind, operator.settings), sigma_y),
                              y_b, ["prior"])
     out: dict[str, dict[str, Any]] = {}
     for name, changes in config.variants.items():
-        cfg = guidance_config({**base, **changes}, f"{where} + {name}", operator.kind)
+        cfg = guidance_config({**base, **changes}, f"{where} + {name}", operator.kind, operator.settings)
         calls = {**reference, **method_calls(make_sampler(model, tokenizer, op, cfg, sigma_y), y_b,
                                              [m for m in config.methods if m != "prior"])}
         sec = {m: s / n for m, s in time_calls(calls, dev, config.runs, config.warmup, config.seed).items()}

@@ -82,7 +82,8 @@ def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
     for model, tok in pairs:
         for task in args.tasks.split(","):
             config = guidance_config({"preset": args.preset, **over}, "scalewise bench restore",
-                                     operator_kind=standard_task(task)["kind"])  # the preset's settings for this task
+                                     operator_kind=standard_task(task)["kind"],  # the preset's settings for this task
+                                     operator_settings=standard_task(task))
             for batch in args.batch_sizes:
                 rec = bench_restore(model, tok, task, batch, config, methods, args.runs, args.warmup)
                 records.append(rec)

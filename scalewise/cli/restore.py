@@ -107,7 +107,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
              "resample_select", "resample_threshold", "resample_iters")
     config = guidance_config({"preset": args.preset, **{k: getattr(args, k) for k in flags
                                                          if getattr(args, k) is not None}}, "scalewise restore",
-                              operator_kind=op.kind)  # the preset's settings for this kind of task
+                              operator_kind=op.kind, operator_settings=op.settings)  # the preset's settings for this kind of task
     with autocast(args.device, args.dtype):
         res = restore(model, tokenizer, op, y_N, args.method, config, labels, batch_size=n, seed=args.seed,
                       sigma_y=args.sigma_y, progress=True)

@@ -16,6 +16,7 @@ import torch
 
 from scalewise.models.tokenizer import Tokenizer
 from scalewise.models.transformer import ScaleTransformer
+from scalewise.evaluation.paired import paired_se
 from scalewise.posterior.guidance_config import guidance_config
 from scalewise.posterior.measurements import Operator
 from scalewise.posterior.restoration import restore_methods, score
@@ -51,8 +52,9 @@ def frontier(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, 
              base: dict[str, Any], config: FrontierConfig, sigma_y: float,
              where: str = "reconstruct.guidance") -> dict[str, dict[str, float]]:
     """``{point: {particles, steps, resample_iters, psnr, psnr_mean, ssim, consistency, sec_per_image,
-    ratio_to_prior}}`` for the particles x grad_steps grid, each named variant of ``config`` and
-    the ``clamp`` baseline (whose ``psnr_mean`` is its ``psnr``).
+    ratio_to_prior, psnr_se_vs_clamp}}`` for the particles x grad_steps grid, each named variant of
+    ``config`` and the ``clamp`` baseline (whose ``psnr_mean`` is its ``psnr``); ``psnr_se_vs_clamp``
+    is the paired standard error of the point's PSNR minus ``clamp``'s (dB).
 
     ``base`` holds the guidance values (a preset and overrides) the points change; each point is
     built with :func:`guidance_config` for ``operator``'s kind. ``psnr`` is the best-consistency
@@ -61,7 +63,7 @@ def frontier(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, 
     """
     points = [(point_name(n, st), {"particles": n, "grad_steps": st}) for n in config.particles for st in config.grad_steps]
     points += [(name, dict(changes)) for name, changes in config.variants.items()]
-    base_cfg = guidance_config(base, where, operator.kind)
+    base_cfg = guidance_config(base, where, operator.kind, operator.settings)
 
     def run(methods: list[str], cfg) -> dict:
         return restore_methods(model, tokenizer, operator, y, methods, cfg, None, config.batch_size, config.seed,
@@ -69,8 +71,10 @@ def frontier(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, 
 
     prior = run(["prior"], base_cfg)["prior"]
     out: dict[str, dict[str, float]] = {}
+    per_image: dict[str, torch.Tensor] = {}  # point -> (N,) PSNR of its guided restoration
     for name, changes in points + [("clamp", None)]:
-        cfg = base_cfg if changes is None else guidance_config({**base, **changes}, f"{where} + {name}", operator.kind)
+        cfg = base_cfg if changes is None else guidance_config({**base, **changes}, f"{where} + {name}", operator.kind,
+                                                                  operator.settings)
         if changes is None:
             res = run(["clamp"], cfg)
             res["guided"] = res["guided_mean"] = res["clamp"]
@@ -86,4 +90,7 @@ def frontier(model: ScaleTransformer, tokenizer: Tokenizer, operator: Operator, 
             "sec_per_image": res["guided"].sec_per_image,
             "ratio_to_prior": res["guided"].sec_per_image / max(prior.sec_per_image, 1e-12),
         }
+        per_image[name] = s["psnr"]
+    for name in out:  # the paired standard error of each point's margin over clamp (same images)
+        out[name]["psnr_se_vs_clamp"] = paired_se(per_image[name], per_image["clamp"])
     return out

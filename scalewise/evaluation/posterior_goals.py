@@ -10,7 +10,9 @@ costs, timed side by side):
   ``guided_mean`` over ``classical`` (goal >= 0 dB); the default's cost as a multiple of the
   prior's (goal <= 20x) and the ``fast`` preset's (goal <= 4x), both from the ``restore_cost``
   stage (each task's first batch, methods interleaved, medians of repeated runs); and the
-  ``fast`` preset's margin over ``clamp`` (goal > 0 dB) on the frontier's images. ``unmet`` lists the goals a row misses.
+  ``fast`` preset's margin over ``clamp`` (goal > 0 dB) on the frontier's images. Each margin
+  comes with its paired standard error over the same images (``psnr_se_vs_*``); a goal is
+  judged on the mean. ``unmet`` lists the goals a row misses.
 - ``T4d``, per task: measurement-aware masked resampling on SRDD against VAR's default guided
   sampling (and against VAR with the same resampling), on the frontier's images; the costs from
   ``restore_cost``.
@@ -63,12 +65,15 @@ def goal_rows(recon: dict, frontier: dict, cost: dict) -> list[dict[str, Any]]:
             fast = _get(frontier, FRONTIER, model, task, "fast")
             timed = {v: _get(cost, COST, "results", model, task, v, "ratio_to_prior", "guided") for v in ("default", "fast")}
             clamp_32 = _get(frontier, FRONTIER, model, task, "clamp")
+            ref = max(("prior", "clamp"), key=lambda k: m[k]["psnr"])  # the stronger baseline
             r = {"task": task, "model": model,
-                 "margin": m["guided"]["psnr"] - max(m["prior"]["psnr"], m["clamp"]["psnr"]),
+                 "margin": m["guided"]["psnr"] - m[ref]["psnr"],
+                 "margin_se": _get(recon, RECON, model, task, "guided", f"psnr_se_vs_{ref}"),
                  "fid": m["guided"]["fid"], "fid_clamp": m["clamp"]["fid"], "fid_classical": m["classical"]["fid"],
                  "fit": m["guided"]["consistency"] / max(m["oracle"]["consistency"], 1e-12),
                  "mean_margin": m["guided_mean"]["psnr"] - m["classical"]["psnr"],
-                 "cost": timed["default"], "fast_cost": timed["fast"], "fast_margin": fast["psnr"] - clamp_32["psnr"]}
+                 "cost": timed["default"], "fast_cost": timed["fast"], "fast_margin": fast["psnr"] - clamp_32["psnr"],
+                 "fast_margin_se": _get(frontier, FRONTIER, model, task, "fast", "psnr_se_vs_clamp")}
             r["unmet"] = [g for g, ok in GOALS.items() if not ok(r)]
             rows.append(r)
     return rows
@@ -77,9 +82,9 @@ def goal_rows(recon: dict, frontier: dict, cost: dict) -> list[dict[str, Any]]:
 def t4c_goals(recon: dict, frontier: dict | None, cost: dict | None = None) -> Table:
     """T4c: every acceptance goal of the posterior sampler, per task and model."""
     t = Table("T4c", "Posterior sampling against its goals",
-              ["task", "model", "guided - max(prior, clamp) (dB)", "FID guided", "FID clamp", "FID classical",
-               "consistency / oracle", "guided_mean - classical (dB)", "default x prior", "fast x prior",
-               "fast - clamp (dB)", "unmet"])
+              ["task", "model", "guided - max(prior, clamp) (dB)", "SE (dB)", "FID guided", "FID clamp",
+               "FID classical", "consistency / oracle", "guided_mean - classical (dB)", "default x prior",
+               "fast x prior", "fast - clamp (dB)", "SE (dB)", "unmet"])
     if not recon:
         raise MissingResult(f"{RECON} is empty (run `dvc repro evaluate_reconstruct`)")
     if not frontier:
@@ -87,12 +92,13 @@ def t4c_goals(recon: dict, frontier: dict | None, cost: dict | None = None) -> T
     if not cost:
         raise MissingResult(f"{COST} is missing or empty (run `dvc repro paper/dvc.yaml:restore_cost`)")
     for r in goal_rows(recon, frontier, cost):
-        t.rows.append([r["task"], r["model"], r["margin"], r["fid"], r["fid_clamp"], r["fid_classical"], r["fit"],
-                       r["mean_margin"], r["cost"], r["fast_cost"], r["fast_margin"],
+        t.rows.append([r["task"], r["model"], r["margin"], r["margin_se"], r["fid"], r["fid_clamp"], r["fid_classical"],
+                       r["fit"], r["mean_margin"], r["cost"], r["fast_cost"], r["fast_margin"], r["fast_margin_se"],
                        ", ".join(r["unmet"]) or "none"])
     t.notes.append("goals: guided >= max(prior, clamp) + 1 dB; FID below clamp's and classical's; consistency "
                    "<= 1.25x the oracle's; guided_mean >= classical; default <= 20x prior; fast <= 4x prior and "
-                   "above clamp (fast and its clamp reference on T4b's images, the rest on T4's)")
+                   "above clamp (fast and its clamp reference on T4b's images, the rest on T4's); SE: the paired "
+                   "standard error of the margin to its left over the same images (a goal is judged on the mean)")
     t.notes.append(_cost_note(cost))
     return t
 

@@ -146,27 +146,50 @@ KIND_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # one mask per image: scikit-image's fill alone costs about 4x a prior sample; harmonic 0.4 ms/img
         "random_inpaint": {"clamp_fill": "harmonic", "alpha": 0.1},
         "gaussian_blur": {"alpha": 0.1},
-        # superres keeps alpha 1: 0.3 gained 0.5 dB at factor 2 and lost 0.3 dB at factor 4
+        # superres keeps alpha 1 at factor 4; factor 2 takes 0.1 (SETTING_PRESETS)
     },
     "fast": {
         "random_inpaint": {"guide_from_scale": 6, "grad_steps": 2, "alpha": 0.01},  # 2 small steps on the last scale
         # every known token held, 2 small steps on the last scale: above clamp at about 3x
         "outpaint": {"guide_from_scale": 6, "grad_steps": 2, "alpha": 0.01, "temperature": 0.5},
         "gaussian_blur": {"alpha": 0.03},
+        # one box for the whole batch: the biharmonic fill is one factorisation, and its tokens clamp better
+        # (margin over clamp +0.55 / +0.57 dB against +0.30 / +0.28 with the harmonic fill; outpainting lost 0.1-0.2)
+        "box_inpaint": {"clamp_fill": "biharmonic"},
     },
 }
 
 
-def preset_values(preset: str, operator_kind: str | None = None) -> dict[str, Any]:
-    """A preset's settings for an operator of ``operator_kind`` (None: the kind-independent ones)."""
-    return {**PRESETS.get(preset, {}), **KIND_PRESETS.get(preset, {}).get(operator_kind or "", {})}
+# Per operator setting, changes on top of the kind's: {preset: {kind: {(setting, value): changes}}}.
+# The two super-resolution factors share one kind and disagree on the step (benchmarks/posterior_tuning.md, sections 10-11).
+SETTING_PRESETS: dict[str, dict[str, dict[tuple[str, Any], dict[str, Any]]]] = {
+    "default": {
+        "superres": {("factor", 2): {"alpha": 0.1}},  # factor 4 keeps 1: 0.1 cost it 0.8-1.0 dB
+    },
+}
+
+
+def preset_values(preset: str, operator_kind: str | None = None,
+                  operator_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A preset's settings for an operator of ``operator_kind`` (None: the kind-independent ones).
+
+    ``operator_settings`` (the operator's own, e.g. ``{"factor": 2}``) selects the entries of
+    :data:`SETTING_PRESETS` that match it; they override the kind's.
+    """
+    values = {**PRESETS.get(preset, {}), **KIND_PRESETS.get(preset, {}).get(operator_kind or "", {})}
+    for (name, value), changes in SETTING_PRESETS.get(preset, {}).get(operator_kind or "", {}).items():
+        if (operator_settings or {}).get(name) == value:
+            values.update(changes)
+    return values
 
 
 def guidance_config(values: dict[str, Any] | None = None, where: str = "guidance",
-                    operator_kind: str | None = None) -> PosteriorGuidanceConfig:
+                    operator_kind: str | None = None,
+                    operator_settings: dict[str, Any] | None = None) -> PosteriorGuidanceConfig:
     """A config from ``values`` laid over its ``preset`` (``default`` when absent).
 
     The preset's settings for ``operator_kind`` (e.g. ``outpaint``, see :data:`KIND_PRESETS`)
+    and for ``operator_settings`` (e.g. a super-resolution ``factor``, :data:`SETTING_PRESETS`)
     come between the preset and ``values``: a value set explicitly always wins. Values are
     type-checked and coerced like every params section; ``where`` names the section in errors
     (e.g. ``params.yaml: reconstruct.guidance``).
@@ -175,4 +198,5 @@ def guidance_config(values: dict[str, Any] | None = None, where: str = "guidance
     preset = values.setdefault("preset", "default")
     if preset not in PRESETS and preset != "custom":
         raise ConfigError(f"{where}: preset={preset!r} is unknown; allowed: {list(PRESETS)} or 'custom'")
-    return from_dict(PosteriorGuidanceConfig, {**preset_values(preset, operator_kind), **values}, where)
+    return from_dict(PosteriorGuidanceConfig,
+                     {**preset_values(preset, operator_kind, operator_settings), **values}, where)
