@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scalewise.cli.args import ints
+from scalewise.cli.args import HelpFormatter, add_device_arg, ints, nonneg_float, nonneg_int, positive_int
 
 
 def _bench_sample_train(args: argparse.Namespace, spec) -> list[dict]:
@@ -92,44 +92,74 @@ def _bench_restore(args: argparse.Namespace, spec) -> list[dict]:
     return records
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="speed/memory benchmark of sampling or training; prints JSON")
-    p.add_argument("what", choices=["sample", "train", "restore"])
-    p.add_argument("--depth", type=int, default=6)
-    p.add_argument("--width", type=int, default=0, help="0 = 64 * depth")
-    p.add_argument("--heads", type=int, default=0, help="0 = depth")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--downsample", type=int, default=16)
-    p.add_argument("--patch-nums", type=ints, default=[1, 2, 3, 4, 5, 6, 8])
-    p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--cvae", type=int, default=32)
-    p.add_argument("--tokenizer-ch", type=int, default=32)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--cfg", type=float, default=1.5)
-    p.add_argument("--mask-kinds", default="causal,markov", help="attention mask kinds: causal (VAR), markov (SRDD), markov_prev")
-    p.add_argument("--batch-sizes", type=ints, default=[1, 8])
-    p.add_argument("--infer-modes", default="baseline", help="bench sample: comma-separated baseline, guidance "
-                   "(the learned temperature / CFG heads), timed side by side")
-    p.add_argument("--batch-size", type=int, default=8, help="bench train: batch size")
+def _shape_flags() -> argparse.ArgumentParser:
+    """The benchmarked model's architecture (random weights), shared by every bench kind."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("model shape (random weights)")
+    g.add_argument("--depth", type=positive_int, default=6, help="transformer blocks")
+    g.add_argument("--width", type=nonneg_int, default=0, help="transformer width (0 = 64 * depth)")
+    g.add_argument("--heads", type=nonneg_int, default=0, help="attention heads (0 = depth)")
+    g.add_argument("--image-size", type=positive_int, default=128, help="image side (pixels)")
+    g.add_argument("--downsample", type=positive_int, default=16, help="tokenizer downsampling factor")
+    g.add_argument("--patch-nums", type=ints, default=[1, 2, 3, 4, 5, 6, 8], help="token-map side per scale")
+    g.add_argument("--vocab", type=positive_int, default=4096, help="codebook size")
+    g.add_argument("--cvae", type=positive_int, default=32, help="latent channels")
+    g.add_argument("--tokenizer-ch", type=positive_int, default=32, help="tokenizer base channels")
+    g.add_argument("--num-classes", type=positive_int, default=1000, help="class labels")
+    g.add_argument("--mask-kinds", default="causal,markov",
+                   help="attention mask kinds: causal (VAR), markov (SRDD), markov_prev")
+    return p
+
+
+def _run_flags() -> argparse.ArgumentParser:
+    """How the timings are taken and where the JSON goes, shared by every bench kind."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("measurement")
+    g.add_argument("--runs", type=positive_int, default=5, help="timed repetitions (the median is reported)")
+    g.add_argument("--warmup", type=nonneg_int, default=1, help="untimed repetitions first")
+    g.add_argument("--threads", type=nonneg_int, default=0, help="torch threads (0 = torch default)")
+    add_device_arg(g)
+    g.add_argument("--json", default=None, help="also write the JSON list here")
+    return p
+
+
+def _peak_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtypes", default="fp32", help="comma-separated: fp32, bf16 (bf16 weights), bf16-autocast")
-    p.add_argument("--compile", action="store_true",
-                   help="bench sample: torch.compile the transformer blocks (compiled in the warm-up runs)")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--peak-gflops", type=float, default=0.0,
+    p.add_argument("--peak-gflops", type=nonneg_float, default=0.0,
                    help="fp32 matmul peak (GFLOP/s) for fraction_of_peak; 0 = measure it here")
-    p.add_argument("--peak-gflops-bf16", type=float, default=0.0, help="bf16 matmul peak; 0 = measure it here")
-    p.add_argument("--tasks", default="box_inpaint,sr_x4", help="bench restore: comma-separated tasks "
+    p.add_argument("--peak-gflops-bf16", type=nonneg_float, default=0.0, help="bf16 matmul peak; 0 = measure it here")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed/memory benchmark of sampling, training or restoring; prints JSON",
+                       formatter_class=HelpFormatter)
+    kinds = p.add_subparsers(dest="what", required=True, metavar="KIND")
+    parents = [_shape_flags(), _run_flags()]
+    s = kinds.add_parser("sample", parents=parents, formatter_class=HelpFormatter,
+                         help="images/s, memory and fraction of the matmul peak of sampling")
+    s.add_argument("--cfg", type=nonneg_float, default=1.5, help="classifier-free guidance scale")
+    s.add_argument("--batch-sizes", type=ints, default=[1, 8], help="comma-separated batch sizes")
+    s.add_argument("--infer-modes", default="baseline", help="comma-separated baseline, guidance "
+                   "(the learned temperature / CFG heads), timed side by side")
+    s.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer blocks (compiled in the warm-up runs)")
+    _peak_flags(s)
+    t = kinds.add_parser("train", parents=parents, formatter_class=HelpFormatter,
+                         help="tokens/s and memory of one training step")
+    t.add_argument("--batch-size", type=positive_int, default=8, help="training batch size")
+    _peak_flags(t)
+    r = kinds.add_parser("restore", parents=parents, formatter_class=HelpFormatter,
+                         help="seconds per image of each restoration method, side by side with the prior")
+    r.add_argument("--batch-sizes", type=ints, default=[1, 8], help="comma-separated batch sizes")
+    r.add_argument("--tasks", default="box_inpaint,sr_x4", help="comma-separated tasks "
                    "(box_inpaint, random_inpaint, outpaint, sr_x2, sr_x4, deblur)")
-    p.add_argument("--methods", default="prior,clamp,guided,clamp+guided", help="bench restore: methods")
-    p.add_argument("--preset", default="default", help="bench restore: guidance preset (default | fast)")
-    p.add_argument("--grad-steps", type=int, default=None, help="bench restore: gradient steps per guided scale "
-                   "(default: the preset's)")
-    p.add_argument("--guide-from-scale", type=int, default=None, help="bench restore: first guided scale (0-based; "
-                   "default: the preset's)")
-    p.add_argument("--model", default=None, help="bench restore: a transformer checkpoint instead of random weights")
-    p.add_argument("--tokenizer", default=None, help="bench restore: the tokenizer checkpoint (with --model)")
-    p.add_argument("--json", default=None, help="also write the JSON list here")
-    p.set_defaults(func=cmd_bench)
+    r.add_argument("--methods", default="prior,clamp,guided,clamp+guided", help="comma-separated methods")
+    r.add_argument("--preset", default="default", help="guidance preset (default | fast)")
+    r.add_argument("--grad-steps", type=nonneg_int, default=None,
+                   help="gradient steps per guided scale (default: the preset's)")
+    r.add_argument("--guide-from-scale", type=nonneg_int, default=None,
+                   help="first guided scale (0-based; default: the preset's)")
+    r.add_argument("--model", default=None, help="a transformer checkpoint instead of random weights")
+    r.add_argument("--tokenizer", default=None, help="the tokenizer checkpoint (with --model)")
+    for q in (s, t, r):
+        q.set_defaults(func=cmd_bench)

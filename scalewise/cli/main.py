@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from scalewise.cli import bench, paper_table, pipeline, restore, sample
+from scalewise.cli.args import HelpFormatter
 from scalewise.core.allocator import keep_freed_memory
 
 
+def _version() -> str:
+    try:
+        return version("scalewise")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="scalewise", description="Scale-wise VAR / SRDD pipeline and tools.")
+    ap = argparse.ArgumentParser(prog="scalewise", description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--version", action="version", version=f"scalewise {_version()}",
+                    help="print the version and exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pipeline.add_parsers(sub)
     sample.add_parser(sub)

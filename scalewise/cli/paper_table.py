@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scalewise.cli.args import HelpFormatter
+
 
 def cmd_paper_table(args: argparse.Namespace) -> int:
     from scalewise.evaluation.paper_tables import ALL_TABLES, check_names
@@ -54,7 +56,8 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("paper-table", help="run what is missing (dvc repro report) and print the paper tables")
+    p = sub.add_parser("paper-table", help="run what is missing (dvc repro report) and print the paper tables",
+                       description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--tables", default=None, help="comma-separated subset of T1..T9b (default: all; T6 needs paper_table.experiments, "
                    "T9 / T9b paper_table.seeds)")
     p.add_argument("--no-repro", action="store_true", help="only show the tables of the last pipeline run")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scalewise.cli.args import HelpFormatter
 from scalewise.project.env import venv_env
 from scalewise.project.params import load_params
 
@@ -43,12 +44,15 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("repro", help="run `dvc repro` (extra args passed on) inside one MLflow pipeline run")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("repro", help="run `dvc repro` (extra args passed on) inside one MLflow pipeline run",
+                       formatter_class=HelpFormatter)
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="targets and flags of `dvc repro` (e.g. -f, --dry, train@var)")
     p.set_defaults(func=cmd_repro)
-    p = sub.add_parser("stage", help="run one stage outside DVC, e.g. `scalewise stage train_tokenizer`")
+    p = sub.add_parser("stage", help="run one stage outside DVC, e.g. `scalewise stage train_tokenizer`",
+                       formatter_class=HelpFormatter)
     p.add_argument("name", help="stage module name under stages/ (prepare, train_tokenizer, ...)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the stage")
     p.set_defaults(func=cmd_stage)
-    p = sub.add_parser("stages", help="list the pipeline's stages as DVC defines them")
+    p = sub.add_parser("stages", help="list the pipeline's stages as DVC defines them", formatter_class=HelpFormatter)
     p.set_defaults(func=cmd_stages)

@@ -14,7 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from scalewise.cli.args import add_model_args
+from scalewise.cli.args import (
+    HelpFormatter, add_model_args, check_model_files, nonneg_float, nonneg_int, positive_float, positive_int,
+    superres_factor,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,42 +25,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from scalewise.posterior.restoration import ALL_METHODS
     from scalewise.posterior.user_task import USER_TASKS
 
-    p = sub.add_parser("restore", help="restore your own image (inpaint, outpaint, superres, deblur)")
+    p = sub.add_parser("restore", help="restore your own image (inpaint, outpaint, superres, deblur)",
+                       description=__doc__, formatter_class=HelpFormatter,
+                       epilog="Guidance flags left out take the --preset's value for the task (the README's "
+                              "preset table).")
     p.add_argument("--image", required=True, help="the observed image (PNG/JPEG/...)")
-    p.add_argument("--task", required=True, choices=USER_TASKS)
+    p.add_argument("--task", required=True, choices=USER_TASKS, help="what happened to the image")
     p.add_argument("--mask", default=None, help="inpaint: mask image of the input's size, white = pixels to fill")
-    p.add_argument("--factor", type=int, default=4, help="superres: upscaling factor")
+    p.add_argument("--factor", type=superres_factor, default=4, help="superres: upscaling factor (>= 2)")
     p.add_argument("--mode", default="area", choices=["area", "bicubic"], help="superres: how y was downsampled")
     p.add_argument("--keep", default="left", choices=["left", "right", "top", "bottom", "center"],
                    help="outpaint: the part of the image that is kept")
-    p.add_argument("--kernel-size", type=int, default=9, help="deblur: Gaussian kernel size (odd, pixels)")
-    p.add_argument("--sigma", type=float, default=2.0, help="deblur: Gaussian blur std (pixels)")
+    p.add_argument("--kernel-size", type=positive_int, default=9, help="deblur: Gaussian kernel size (odd, pixels)")
+    p.add_argument("--sigma", type=positive_float, default=2.0, help="deblur: Gaussian blur std (pixels)")
     p.add_argument("--method", default="guided", choices=[m for m in ALL_METHODS if m != "oracle"],
                    help="guided: posterior sampling, best-consistency particle; guided_mean: particle mean; "
                         "guided+dc: guided projected onto A x = y; classical: bicubic/Wiener/biharmonic")
     add_model_args(p, "models/srdd.pt")
     p.add_argument("--class-label", type=int, default=None, help="class to condition on (default: unconditional)")
-    p.add_argument("--num-samples", type=int, default=1, help="independent restorations (posterior samples)")
-    p.add_argument("--sigma-y", type=float, default=0.05,
+    p.add_argument("--num-samples", type=positive_int, default=1, help="independent restorations (posterior samples)")
+    p.add_argument("--sigma-y", type=positive_float, default=0.05,
                    help="noise std of the observation on the [-1, 1] scale (the likelihood's width)")
     p.add_argument("--preset", default="default", choices=list(PRESETS),
-                   help="guidance settings: default (about 15x unguided sampling) or fast (about 4x)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (with --class-label)")
-    p.add_argument("--alpha", type=float, default=None, help="scale of the log-likelihood gradient (1 = exact tilt)")
-    p.add_argument("--guide-from-scale", type=int, default=None, help="first guided scale (0-based)")
-    p.add_argument("--grad-steps", type=int, default=None, help="gradient steps per guided scale")
-    p.add_argument("--particles", type=int, default=None, help="particles per restoration (SMC between scales)")
-    p.add_argument("--relax", default=None, choices=["gumbel", "straight_through"])
-    p.add_argument("--tau", type=float, default=None, help="relaxation temperature")
+                   help="guidance settings: default (about 16-18x unguided sampling) or fast (about 3-3.5x)")
+    p.add_argument("--cfg", type=nonneg_float, default=None, help="classifier-free guidance (with --class-label)")
+    p.add_argument("--alpha", type=nonneg_float, default=None,
+                   help="scale of the log-likelihood gradient (1 = exact tilt)")
+    p.add_argument("--guide-from-scale", type=nonneg_int, default=None, help="first guided scale (0-based)")
+    p.add_argument("--grad-steps", type=nonneg_int, default=None, help="gradient steps per guided scale")
+    p.add_argument("--particles", type=positive_int, default=None,
+                   help="particles per restoration (SMC between scales)")
+    p.add_argument("--relax", default=None, choices=["gumbel", "straight_through"],
+                   help="how the gradient passes through the token draw (default: the preset's)")
+    p.add_argument("--tau", type=positive_float, default=None, help="relaxation temperature (> 0)")
     p.add_argument("--resample", default=None, choices=["simple", "masked"],
                    help="token resampling after each scale's draw (masked: needs masked_objective)")
     p.add_argument("--resample-select", default=None, choices=["threshold", "lowest"],
                    help="which tokens are resampled: those below --resample-threshold, or the least likely "
                         "quarter under the guided distribution (masked only; default for masked)")
-    p.add_argument("--resample-threshold", type=float, default=None,
+    p.add_argument("--resample-threshold", type=nonneg_float, default=None,
                    help="resample tokens below this probability")
-    p.add_argument("--resample-iters", type=int, default=None, help="resampling iterations per scale (0 = off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resample-iters", type=nonneg_int, default=None, help="resampling iterations per scale (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the posterior samples")
     p.add_argument("--out", default="restored.png", help="PNG: observation | restorations side by side")
     p.add_argument("--folder", default=None, help="also write one PNG per restoration here")
     p.set_defaults(func=cmd_restore)
@@ -73,8 +82,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from scalewise.posterior.user_task import build_user_task, keep_mask_from_png, observed_size
     from scalewise.core.precision import autocast, prepare_for_inference
 
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    check_model_files(args)
     model, tokenizer = load_models(args.model, args.tokenizer, args.official_tokenizer, args.official_var, args.device)
     prepare_for_inference(model, tokenizer, args.dtype, args.compile)
     size = tokenizer.cfg.downsample * tokenizer.patch_nums[-1]  # the model's image side (pixels)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scalewise.cli.args import add_model_args, ints
+from scalewise.cli.args import (
+    HelpFormatter, add_model_args, check_model_files, ints, nonneg_float, nonneg_int, positive_float, positive_int,
+)
 from scalewise.sampling.adaptive import INFER_MODES
 
 
@@ -19,6 +21,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scalewise.sampling.adaptive import uses_policy
     from scalewise.sampling.generate import Resample, generate
 
+    check_model_files(args)
     model, tokenizer = load_models(args.model, args.tokenizer, args.official_tokenizer, args.official_var, args.device)
     heads = None
     if args.heads:
@@ -29,8 +32,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     prepare_for_inference(model, tokenizer, args.dtype, args.compile)
     if args.classes is None and model.num_classes > 100:
         raise ValueError(f"the model has {model.num_classes} classes: choose some with --classes (e.g. 207,360)")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     classes = args.classes if args.classes is not None else list(range(model.num_classes))
     labels = torch.tensor(classes).repeat_interleave(args.per_class)
     kind = args.resample or ("masked" if uses_policy(args.infer_mode) else "none")
@@ -56,21 +57,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="sample images from a trained transformer checkpoint")
+    p = sub.add_parser("sample", help="sample images from a trained transformer checkpoint",
+                       description="Sample class-conditional images from a trained checkpoint into a PNG grid "
+                                   "(one row per class) and, with --folder, one PNG per sample.",
+                       formatter_class=HelpFormatter)
     add_model_args(p, "models/var.pt")
     p.add_argument("--classes", type=ints, default=None, help="comma-separated class indices (default: all)")
-    p.add_argument("--per-class", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=64, help="images generated per forward batch")
-    p.add_argument("--cfg", type=float, default=1.5)
-    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-class", type=positive_int, default=4, help="samples per class")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images generated per forward batch")
+    p.add_argument("--cfg", type=nonneg_float, default=1.5, help="classifier-free guidance scale (0 = off)")
+    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"],
+                   help="linear: CFG rises from 0 at the first scale to --cfg at the last; constant: --cfg throughout")
+    p.add_argument("--top-k", type=nonneg_int, default=0, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=nonneg_float, default=0.0, help="nucleus sampling mass (0 = off)")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="softmax temperature of the draws")
+    p.add_argument("--seed", type=int, default=0, help="random seed (batch i uses seed + i)")
     p.add_argument("--resample", default=None, choices=["none", "simple", "masked"],
                    help="token resampling (default: none; masked with --infer-mode policy or both)")
-    p.add_argument("--resample-threshold", type=float, default=0.05)
-    p.add_argument("--resample-iters", type=int, default=2)
+    p.add_argument("--resample-threshold", type=nonneg_float, default=0.05,
+                   help="resample the tokens whose probability is below this")
+    p.add_argument("--resample-iters", type=nonneg_int, default=2, help="resampling iterations per scale")
     p.add_argument("--resample-no-cfg", action="store_true", help="refinement passes without CFG")
     p.add_argument("--infer-mode", default="baseline", choices=list(INFER_MODES),
                    help="what the learned heads decide: policy (re-masking; --resample-iters is the most "
