@@ -82,3 +82,23 @@ def test_missing_model_files_say_where_they_come_from(tmp_path):
                          "--official-var", "var_d16.pth", cwd=tmp_path)
     assert official.returncode == 2 and "--official-tokenizer vae.pth: no such file; download it from the official " \
         "VAR release" in official.stderr
+
+
+def test_a_decompression_bomb_is_refused_without_a_traceback(tmp_path):
+    import torch
+
+    from scalewise.models.checkpoints import save_model
+    from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
+    from scalewise.models.transformer import ScaleTransformer, TransformerConfig
+    from swtest import TINY_MODEL
+    from test_restore_cli import bomb_png
+
+    torch.manual_seed(0)
+    save_model(tmp_path / "tok.pt", Tokenizer(TokenizerConfig(**TINY_MODEL)))
+    save_model(tmp_path / "m.pt", ScaleTransformer(TransformerConfig(depth=1, width=32, heads=2, vocab_size=64, cvae=8,
+                                                                     patch_nums=[1, 2, 3, 4], num_classes=3)))
+    (tmp_path / "bomb.png").write_bytes(bomb_png(20000, 20000))
+    out = scalewise("restore", "--model", str(tmp_path / "m.pt"), "--tokenizer", str(tmp_path / "tok.pt"),
+                    "--image", str(tmp_path / "bomb.png"), "--task", "deblur", cwd=tmp_path)
+    assert out.returncode == 2 and "bomb.png: refused by Pillow's decompression-bomb guard" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

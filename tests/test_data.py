@@ -162,6 +162,31 @@ def test_cifar10_pickle_batches(tmp_path):
     assert grey.train_images.shape[1:] == (1, 16, 16)
 
 
+class _Payload:
+    """Unpickling this would run ``os.system``: what a malicious batch does."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned > pwned.txt",)
+
+
+def test_cifar_batches_that_name_code_are_refused(tmp_path, monkeypatch):
+    from scalewise.data.safe_pickle import UnsafePickleError, load_restricted
+
+    monkeypatch.chdir(tmp_path)
+    _write_cifar10(tmp_path, np.random.default_rng(0))
+    assert load_restricted(tmp_path / "test_batch")[b"labels"] == [0, 1, 2, 0, 1, 2]  # arrays and containers load
+    for protocol in (2, 5):  # numpy pickles arrays differently by protocol
+        (tmp_path / "p.pkl").write_bytes(pickle.dumps({b"data": np.arange(6, dtype=np.uint8)}, protocol=protocol))
+        assert load_restricted(tmp_path / "p.pkl")[b"data"].tolist() == list(range(6))
+    batch = {b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1, 2], b"x": _Payload()}
+    (tmp_path / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"data_batch_2: refused to unpickle: it names (posix|nt|os)\.system"):
+        prepare_dataset(PrepareConfig(source=f"cifar:{tmp_path}", image_size=32, channels=3))
+    assert not (tmp_path / "pwned.txt").exists()  # the payload never ran
+
+
 def test_cifar100_pickle_batches(tmp_path):
     rng = np.random.default_rng(1)
     for name, n in (("train", 8), ("test", 4)):

@@ -17,6 +17,21 @@ from swtest import TINY_MODEL
 SIZE = 16  # TINY_MODEL: downsample 4, last patch 4
 
 
+def bomb_png(width: int, height: int) -> bytes:
+    """A 1x1 grey PNG whose header claims ``width`` x ``height`` pixels (valid chunk CRCs)."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
 @pytest.fixture
 def scalewise(capsys):
     """Run the CLI in-process (as `scalewise ARGS`): returncode, stdout, stderr."""
@@ -51,6 +66,7 @@ def files(tmp_path_factory):
     big_mask[10:30, 14:34] = 255
     Image.fromarray(big_mask).save(d / "big_mask.png")
     (d / "broken.png").write_bytes(b"\x89PNG not really")
+    (d / "bomb.png").write_bytes(bomb_png(20000, 20000))
     return d
 
 
@@ -126,6 +142,8 @@ def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path
     (["--image", "img.png", "--task", "superres", "--factor", "3"], "factor 3 does not divide"),
     (["--image", "missing.png", "--task", "deblur"], "missing.png: no such image file"),
     (["--image", "broken.png", "--task", "deblur"], "broken.png: not a readable image"),
+    (["--image", "bomb.png", "--task", "deblur"], "bomb.png: refused by Pillow's decompression-bomb guard"),
+    (["--image", "img.png", "--task", "inpaint", "--mask", "bomb.png"], "refused by Pillow's decompression-bomb guard"),
     (["--image", "img.png", "--task", "deblur", "--mask", "mask.png"], "--mask only applies to --task inpaint"),
     (["--image", "img.png", "--task", "deblur", "--class-label", "7"], "--class-label 7 is out of range"),
     (["--image", "img.png", "--task", "deblur", "--resample", "masked", "--resample-threshold", "0.5",

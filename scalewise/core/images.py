@@ -47,6 +47,11 @@ def center_square(height: int, width: int) -> tuple[int, int, int]:
     return (height - side) // 2, (width - side) // 2, side
 
 
+def _too_large(path: Path, exc: Exception) -> str:
+    """The error for a file whose header claims more pixels than Pillow's decompression-bomb limit."""
+    return f"{path}: refused by Pillow's decompression-bomb guard ({exc}); downscale the image first"
+
+
 def load_image(path: str | os.PathLike, channels: int, size: int | None = None,
                resample: int = Image.BICUBIC) -> torch.Tensor:
     """Read an image file as float32 (1, C, H, W) in [-1, 1], ``channels`` 1 (grey) or 3 (RGB).
@@ -61,6 +66,8 @@ def load_image(path: str | os.PathLike, channels: int, size: int | None = None,
         with Image.open(path) as img:
             img.load()
             img = img.convert("L" if channels == 1 else "RGB")
+    except Image.DecompressionBombError as exc:
+        raise ValueError(_too_large(path, exc)) from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
     if size is not None and img.size != (size, size):
@@ -80,6 +87,8 @@ def load_mask(path: str | os.PathLike) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("L"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(_too_large(path, exc)) from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
     return torch.from_numpy(array.copy())[None, None]

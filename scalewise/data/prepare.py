@@ -9,8 +9,9 @@ Sources (all offline):
 - ``cifar:<path>``: CIFAR-10 (``data_batch_*``, ``test_batch``, ``batches.meta``) or CIFAR-100
   (``train``, ``test``, ``meta``) python pickle batches. The official train/test split is
   *not* kept: all batches are merged and re-split like every other source, so ``test_fraction``
-  and ``split_seed`` mean the same thing everywhere. The batches are pickles: only point this at
-  files you trust.
+  and ``split_seed`` mean the same thing everywhere. The batches are pickles, read by a
+  restricted unpickler (:mod:`scalewise.data.safe_pickle`: plain containers and numpy arrays
+  only), so a batch that names anything else to call is refused with an error.
 
 Every image is converted to ``channels`` (1 = grey "L", 3 = "RGB") and resized to
 ``image_size x image_size`` with bicubic resampling; images are uint8 (N, C, H, W) in 0..255,
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from scalewise.core.config import ConfigError
 from scalewise.core.images import save_png
 from scalewise.core.io import load_torch, save_torch, write_json
+from scalewise.data.safe_pickle import UnsafePickleError, load_restricted
 
 SOURCES = ("mnist5k", "digits", "imagefolder:<path>", "cifar:<path>")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -179,8 +180,7 @@ def _load_imagefolder(cfg: PrepareConfig, folder: Path, progress: bool) -> Loade
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="bytes")  # python-2 pickles: keys are bytes (b"data")
+    return load_restricted(path)  # plain containers and numpy arrays only: a batch cannot run code
 
 
 def _load_cifar(cfg: PrepareConfig, folder: Path, progress: bool) -> Loaded:
@@ -207,6 +207,8 @@ def _load_cifar(cfg: PrepareConfig, folder: Path, progress: bool) -> Loaded:
             if len(batch_labels) != rows_NCHW.shape[0] or not all(0 <= v < len(names) for v in batch_labels):
                 raise ValueError(f"{rows_NCHW.shape[0]} images but {len(batch_labels)} labels, "
                                  f"or a label outside 0..{len(names) - 1}")
+        except UnsafePickleError:
+            raise  # a file that names code to run is an error, never a skipped batch
         except Exception as exc:  # missing, truncated or foreign batch
             skipped.append({"path": str(f), "reason": f"unreadable batch: {type(exc).__name__}: {exc}"})
             continue
