@@ -81,7 +81,8 @@ def main() -> None:
         folder = reports / folder_name(name)
         keep = torch.cat([torch.nonzero(s.labels == c).flatten()[:cfg.grid_per_class]
                           for c in range(len(class_names))])
-        save_grid(s.images_u8[keep].float() / 127.5 - 1, folder.with_suffix(".png"), nrow=cfg.grid_per_class)
+        save_grid(s.images_u8[keep].float() / 127.5 - 1, folder.parent / f"{folder.name}.png",  # not with_suffix:
+                  nrow=cfg.grid_per_class)  # "cfg1.5" would become "cfg1.png", one grid for several settings
         if not sweep:  # every sample as a PNG (never JPEG), written to a temp folder then renamed
             with atomic_dir(folder) as tmp:
                 for i, (img, label) in enumerate(zip(s.images_u8, s.labels.tolist())):

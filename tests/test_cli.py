@@ -33,6 +33,8 @@ def test_repro_and_stage_pass_their_options_on():
 
     args = parse(["repro", "--force", "-s", "train@var"])
     assert args.command == "repro" and args.rest == ["--force", "-s", "train@var"]
+    for flags in (["-f"], ["--dry"], ["-f", "--dry"]):  # DVC's flags without a target pass on too
+        assert parse(["repro", *flags]).rest == flags
     args = parse(["stage", "degrade", "--params", "p.yaml"])
     assert (args.name, args.rest) == ("degrade", ["--params", "p.yaml"])
     out = scalewise("stage", "prepare", "--help")  # the stage's own help, not the CLI's

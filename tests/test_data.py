@@ -148,6 +148,25 @@ def _write_cifar10(folder, rng, n=6):
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"plane", b"car", b"bird"]}))
 
 
+@pytest.mark.parametrize("resize", ["center_crop", "pad", "squash"])
+def test_non_square_images_become_square_as_resize_says(tmp_path, resize):
+    wide = np.zeros((4, 12), np.uint8)  # 12 wide, 4 tall: thirds of grey 50 | 200 | 100
+    wide[:, :4], wide[:, 4:8], wide[:, 8:] = 50, 200, 100
+    for i in range(4):
+        Image.fromarray(wide).save(tmp_path / f"{i}.png")
+    d = prepare_dataset(PrepareConfig(source=f"imagefolder:{tmp_path}", image_size=8, channels=1,
+                                      test_fraction=0.5, resize=resize))
+    img = d.test_images[0, 0].int()
+    if resize == "center_crop":  # the middle square only, as `scalewise restore` crops
+        assert (img - 200).abs().max() <= 2
+    elif resize == "pad":  # the whole image, black borders above and below
+        assert img[:2].max() == 0 == img[-2:].max() and (img[3:5, 3:5] - 200).abs().max() <= 20  # bicubic overshoot
+    else:  # squash: every third survives, stretched
+        assert abs(int(img[4, 0]) - 50) <= 2 and abs(int(img[4, -1]) - 100) <= 2 and img.min() > 0
+    with pytest.raises(ConfigError, match="prepare.resize must be one of"):
+        PrepareConfig(resize="stretch")
+
+
 def test_cifar10_pickle_batches(tmp_path):
     _write_cifar10(tmp_path, np.random.default_rng(0))
     d = prepare_dataset(PrepareConfig(source=f"cifar:{tmp_path}", image_size=32, channels=3, test_fraction=0.2))

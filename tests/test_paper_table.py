@@ -134,6 +134,11 @@ def test_evaluate_metrics_have_the_documented_shape(project):
     assert metrics["srdd_distilled"]["default"]["steps"] == 3 and metrics["srdd"]["default"]["steps"] == 4
     n_png = len(list((root / "reports/evaluate/srdd/default").glob("*.png")))
     assert n_png == 10 * 4  # every sample of a non-sweep setting as PNG
+    from scalewise.evaluation.plan import folder_name
+
+    for model in MODELS:  # one grid per evaluated setting: none overwrites another ("cfg1.5" vs "cfg1")
+        grids = sorted(p.name for p in (root / "reports/evaluate" / model).glob("*.png"))
+        assert grids == sorted(f"{folder_name(s)}.png" for s in metrics[model]), model
     recon = json.loads((root / "metrics/evaluate_reconstruct.json").read_text())
     assert recon["srdd"]["sr_x4"]["guided"]["fid"] >= 0 and "psnr" in recon["var"]["box_inpaint"]["prior"]
 

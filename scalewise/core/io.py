@@ -1,7 +1,10 @@
 """Atomic file writes and safe checkpoint loading.
 
 Every output of the project is written to a temporary file in the destination folder and
-renamed into place, so a killed process never leaves a half-written file behind.
+renamed into place, so a killed process never leaves a half-written file behind. The temporary
+files and folders are created private (mode 0600 / 0700), so they are given the mode the umask
+allows, as ``open`` would, before they are renamed into place: a shared store or an artifact
+server running as another user can read them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,19 @@ from typing import Any, Iterator
 import torch
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions a fresh ``open`` / ``mkdir`` would (0666 / 0777 less the umask)."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
@@ -27,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        publish_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -41,6 +58,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        publish_mode(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

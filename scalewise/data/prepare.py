@@ -13,7 +13,9 @@ Sources (all offline):
   restricted unpickler (:mod:`scalewise.data.safe_pickle`: plain containers and numpy arrays
   only), so a batch that names anything else to call is refused with an error.
 
-Every image is converted to ``channels`` (1 = grey "L", 3 = "RGB") and resized to
+Every image is converted to ``channels`` (1 = grey "L", 3 = "RGB"), made square by ``resize``
+(``center_crop``: the largest centred square, as ``scalewise restore`` does; ``pad``: black
+borders around the whole image; ``squash``: no crop, the aspect ratio is lost) and resized to
 ``image_size x image_size`` with bicubic resampling; images are uint8 (N, C, H, W) in 0..255,
 labels int64 (N,) in 0..num_classes-1.
 """
@@ -33,11 +35,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from scalewise.core.config import ConfigError
-from scalewise.core.images import save_png
-from scalewise.core.io import load_torch, save_torch, write_json
+from scalewise.core.images import center_square, save_png
+from scalewise.core.io import load_torch, publish_mode, save_torch, write_json
 from scalewise.data.safe_pickle import UnsafePickleError, load_restricted
 
 SOURCES = ("mnist5k", "digits", "imagefolder:<path>", "cifar:<path>")
+RESIZE_MODES = ("center_crop", "pad", "squash")  # how prepare makes a non-square image square
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "test")
 
@@ -59,6 +62,7 @@ class PrepareConfig:
     test_fraction: float = 0.1  # fraction of each class held out, in (0, 1)
     split_seed: int = 0
     max_per_class: int | None = None  # cap on images per class before splitting, >= 2
+    resize: str = "center_crop"  # how a non-square image becomes square: center_crop | pad | squash
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str):
@@ -74,6 +78,8 @@ class PrepareConfig:
             raise ConfigError(f"prepare.split_seed must be an integer, got {self.split_seed!r}")
         if self.max_per_class is not None and (not _is_int(self.max_per_class) or self.max_per_class < 2):
             raise ConfigError(f"prepare.max_per_class must be null or an integer >= 2, got {self.max_per_class!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"prepare.resize must be one of {list(RESIZE_MODES)}, got {self.resize!r}")
         name, _, path = self.source.partition(":")
         if name not in ("mnist5k", "digits", "imagefolder", "cifar"):
             raise ConfigError(f"prepare.source: unknown source {self.source!r}; allowed: {list(SOURCES)}")
@@ -97,16 +103,32 @@ class PreparedData:
 # ----------------------------------------------------------------------------- loading
 
 
-def _convert(img: Image.Image, channels: int, size: int) -> np.ndarray:
-    """PIL image (any mode/size) -> uint8 (C, size, size)."""
-    img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BICUBIC)
+def _square(img: Image.Image, resize: str) -> Image.Image:
+    """``img`` made square by ``resize`` (see the module); a square image is returned as it is."""
+    width, height = img.size
+    if width == height or resize == "squash":
+        return img
+    if resize == "center_crop":
+        top, left, side = center_square(height, width)
+        return img.crop((left, top, left + side, top + side))
+    side = max(width, height)  # pad: black borders, the image centred
+    canvas = Image.new(img.mode, (side, side))
+    canvas.paste(img, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def _convert(img: Image.Image, channels: int, size: int, resize: str = "center_crop") -> np.ndarray:
+    """PIL image (any mode/size) -> uint8 (C, size, size), made square by ``resize``."""
+    img = _square(img.convert("L" if channels == 1 else "RGB"), resize).resize((size, size), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.uint8)  # (H, W) or (H, W, 3)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def _from_arrays(arrays: np.ndarray, channels: int, size: int, progress: bool, desc: str) -> torch.Tensor:
+def _from_arrays(arrays: np.ndarray, channels: int, size: int, progress: bool, desc: str,
+                 resize: str = "center_crop") -> torch.Tensor:
     """uint8 arrays (N, H, W) or (N, H, W, 3) -> uint8 tensor (N, C, size, size)."""
-    out = [_convert(Image.fromarray(a), channels, size) for a in tqdm(arrays, desc=desc, disable=not progress)]
+    out = [_convert(Image.fromarray(a), channels, size, resize)
+           for a in tqdm(arrays, desc=desc, disable=not progress)]
     return torch.from_numpy(np.stack(out))
 
 
@@ -115,7 +137,7 @@ def _load_mnist5k(cfg: PrepareConfig, progress: bool) -> Loaded:
 
     X, y = mnist_data()  # (5000, 784) float 0..255, labels sorted 0..9
     arrays_NHW = np.clip(X, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    images = _from_arrays(arrays_NHW, cfg.channels, cfg.image_size, progress, "mnist5k")
+    images = _from_arrays(arrays_NHW, cfg.channels, cfg.image_size, progress, "mnist5k", cfg.resize)
     return images, torch.as_tensor(y, dtype=torch.long), [str(i) for i in range(10)], []
 
 
@@ -124,7 +146,7 @@ def _load_digits(cfg: PrepareConfig, progress: bool) -> Loaded:
 
     d = load_digits()  # images (1797, 8, 8) float 0..16
     arrays_NHW = np.clip(d.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
-    images = _from_arrays(arrays_NHW, cfg.channels, cfg.image_size, progress, "digits")
+    images = _from_arrays(arrays_NHW, cfg.channels, cfg.image_size, progress, "digits", cfg.resize)
     return images, torch.as_tensor(d.target, dtype=torch.long), [str(i) for i in range(10)], []
 
 
@@ -134,7 +156,7 @@ def _read_image(path: Path, cfg: PrepareConfig) -> tuple[np.ndarray | None, str]
         return None, f"not an image file suffix ({path.suffix or 'none'}); accepted: {sorted(IMAGE_SUFFIXES)}"
     try:
         with Image.open(path) as img:
-            return _convert(img, cfg.channels, cfg.image_size), ""  # convert() decodes: errors land here
+            return _convert(img, cfg.channels, cfg.image_size, cfg.resize), ""  # convert() decodes: errors land here
     except Exception as exc:  # PIL raises many types for corrupt / truncated files
         return None, f"unreadable: {type(exc).__name__}: {exc}"
 
@@ -217,7 +239,7 @@ def _load_cifar(cfg: PrepareConfig, folder: Path, progress: bool) -> Loaded:
     if not data:
         raise ValueError(f"prepare.source: no readable CIFAR batch in {folder} ({len(skipped)} rejected)")
     arrays_NHWC = np.concatenate(data).transpose(0, 2, 3, 1)
-    images = _from_arrays(arrays_NHWC, cfg.channels, cfg.image_size, progress, "cifar")
+    images = _from_arrays(arrays_NHWC, cfg.channels, cfg.image_size, progress, "cifar", cfg.resize)
     return images, torch.tensor(labels, dtype=torch.long), names, skipped
 
 
@@ -326,6 +348,7 @@ def save_prepared(data: PreparedData, out_dir: str | os.PathLike, config: Prepar
             "content_hash": content_hash(data), "num_skipped": len(data.skipped),
         })
         write_json(tmp / "report.json", {"skipped": data.skipped})
+        publish_mode(tmp)  # mkdtemp made it private; the umask decides, as for any new folder
         # Swap: old aside (one rename), new in (one rename), then delete the old one.
         if out_dir.exists() or out_dir.is_symlink():
             os.replace(out_dir, old)
