@@ -90,6 +90,7 @@ def main() -> None:
         write_json("metrics/distill.json", metrics)
         write_curve("plots/distill.csv", result.history, ["step", "loss", "ce", "kl", "acc", "lr"])
         tracker.log_metrics({
+            "_headline/test_loss": metrics["test_loss"], "_headline/speedup": metrics["speedup"],
             "test/loss": metrics["test_loss"], "test/init_loss": metrics["student_init_test_loss"],
             "test/teacher_loss": metrics["teacher_test_loss"], "test/class_mean_proxy": metrics["class_mean_proxy"],
             "sampling/speedup": metrics["speedup"], "sampling/steps_saved": metrics["steps_saved"],
@@ -97,8 +98,10 @@ def main() -> None:
             "sampling/student_images_per_s": metrics["student_images_per_s"],
             "tokenizer/psnr_full": metrics["tokenizer_psnr_full"], "tokenizer/psnr_short": metrics["tokenizer_psnr_short"],
         }, step=cfg.steps)
-        tracker.log_series("test/acc_by_scale", metrics["test_acc_by_scale"])
+        tracker.log_metrics({f"test/acc_scale_{k}": a for k, a in enumerate(metrics["test_acc_by_scale"], 1)},
+                            step=cfg.steps)
         tracker.log_artifacts([grid, "metrics/distill.json", "plots/distill.csv"])
+        tracker.log_model(out_model, args.tokenizer)  # the report stage registers it
     print(f"distill: {metrics['teacher_patch_nums']} -> {student_pn} ({metrics['steps_saved']} steps saved), "
           f"test loss {metrics['test_loss']:.3f} (at init {metrics['student_init_test_loss']:.3f}), "
           f"sampling x{metrics['speedup']:.2f}, tokenizer PSNR {metrics['tokenizer_psnr_short']:.1f} dB "

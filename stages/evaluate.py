@@ -38,6 +38,9 @@ from scalewise.core.io import atomic_dir, write_json
 from scalewise.evaluation.plan import TUNED, EvaluateConfig, folder_name, reference_key, setting_plan
 from scalewise.project.entry import load_params, run_main, tracked, stage_config, stage_parser
 
+HEADLINE = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes")  # logged per setting
+
+
 def main() -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("--model", required=True, help="a model of params.yaml: evaluate.models (models/<model>.pt)")
@@ -99,10 +102,10 @@ def main() -> None:
             base = next(s for n, s, _, _ in plan if n == "default")
             run(TUNED, dataclasses.replace(base, cfg=tuned, resample_kind="masked"), cfg.samples_per_class, False)
         path = write_json(f"metrics/evaluate/{args.model}.json", results)
-        for name, m in results.items():
-            key = folder_name(name)
-            tracker.log_metrics({f"{key}/{k}": float(m[k]) for k in
-                                 ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes")})
+        for name, m in results.items():  # MLflow: the default setting first (_headline), sweeps under sweep/
+            key = f"sweep/{folder_name(name)}" if m["sweep"] else folder_name(name)
+            tracker.log_metrics({f"{key}/{k}": float(m[k]) for k in HEADLINE})
+        tracker.log_metrics({f"_headline/{k}": float(results["default"][k]) for k in HEADLINE})
         tracker.log_artifact(path)
         for grid in sorted(reports.glob("*.png")):
             tracker.log_artifact(grid, "grids")

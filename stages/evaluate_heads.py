@@ -71,7 +71,8 @@ def main() -> None:
             save_grid(s.images_u8[keep].float() / 127.5 - 1, reports / f"{folder_name(name)}.png",
                       nrow=ev.grid_per_class)
             tracker.log_metrics({f"{folder_name(name)}/{k}": float(metrics[k]) for k in
-                                 ("fid", "isc", "kid", "precision", "recall", "images_per_s", "steps")})
+                                 ("fid", "isc", "kid", "precision", "recall", "images_per_s", "steps",
+                                  "peak_memory_bytes")})
         path = write_json("metrics/evaluate_heads.json", results)
         tracker.log_artifact(path)
         for grid in sorted(reports.glob("*.png")):

@@ -101,6 +101,8 @@ def main() -> None:
         tmp.rename(out)
         metrics_path = write_json(Path(f"metrics/reconstruct/{args.model}/{args.task}.json"), summary)
         tracker.log_metrics({f"{m.replace('+', '_')}/{k}": v for m, vals in summary.items() for k, v in vals.items()})  # MLflow keys allow no "+"
+        tracker.log_metrics({f"_headline/{m}_psnr": summary[m]["psnr"] for m in ("guided", "clamp", "classical")
+                             if m in summary})
         tracker.log_artifact(out / "side_by_side.png")
         tracker.log_artifact(metrics_path)
 

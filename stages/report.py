@@ -30,8 +30,13 @@ from scalewise.evaluation.paper_tables import (
     FRONTIER_FILE, STUDY_FILES, STUDY_PLOTS, STUDY_TABLES, T1_ROWS, TABLE_FILES, TABLE_PLOTS, TABLES, MissingResult,
     Table, build_tables, inverse_notes, to_csv, to_latex, to_markdown,
 )
-from scalewise.project.tracking import git_commit
+from scalewise.core.config import flatten
+from scalewise.evaluation.headline import headline
+from scalewise.project.tracking import Tracker, git_commit
 from scalewise.project.entry import load_params, run_main, section, tracked, stage_parser
+
+HEADLINE_FILE = "metrics/headline.json"  # the DVC metrics of `dvc metrics show` (the rest are plain outputs)
+
 
 def gather(folder: Path) -> dict:
     """``{model: {setting: metrics}}`` from ``folder/<model>.json``."""
@@ -192,6 +197,30 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def register(tracker: Tracker, evaluate: dict, ctx: dict[str, Any], params: dict) -> None:
+    """Register each evaluated model (``scalewise-<model>``) and move its ``champion`` alias to
+    the lowest-FID version evaluated under this protocol (:mod:`scalewise.project.registry`)."""
+    if not tracker.enabled:
+        return
+    from scalewise.project.registry import register_evaluated
+
+    client = tracker.client()
+    experiment = client.get_run(tracker.run_id).info.experiment_id
+    ev = params.get("evaluate", {})
+    protocol = (f"{ctx['dataset']}; {ctx['image size']}; {ev.get('samples_per_class')} samples per class, "
+                f"seed {ev.get('seed')}; {ctx['extractor']}")  # FIDs compare only under one protocol
+    for model, settings in evaluate.items():
+        path = Path(f"models/{model}.pt")
+        version = register_evaluated(client, experiment, model, path, settings["default"]["fid"], protocol) \
+            if path.is_file() else None
+        if version is None:
+            print(f"report: {model}: no MLflow run logged the weights of {path}; not registered")
+            continue
+        champion = client.get_model_version_by_alias(version.name, "champion")
+        print(f"report: registered {version.name} version {version.version} (FID {settings['default']['fid']:.2f}); "
+              f"champion: version {champion.version}")
+
+
 def _read(path: str | Path, stage: str) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -238,7 +267,10 @@ def main() -> None:
         files += plot_sweeps({t.key: t for t in tables}, Path(out_plots))
         tracker.set_tags({"scalewise.tables": ",".join(t.key for t in tables)})
         if not args.studies:
-            files.insert(0, write_json("metrics/evaluate.json", evaluate))
+            summary = headline(evaluate, recon)
+            files[:0] = [write_json("metrics/evaluate.json", evaluate), write_json(HEADLINE_FILE, summary)]
+            tracker.log_metrics({f"_headline/{k}": v for k, v in flatten(summary).items()})
+            register(tracker, evaluate, ctx, params)
             keys = ("fid", "isc", "kid", "precision", "recall", "images_per_s", "peak_memory_bytes", "steps")
             for _, model, setting in T1_ROWS:  # T1 as metrics: compare runs side by side in the MLflow UI
                 r = evaluate[model][setting]

@@ -107,10 +107,12 @@ def main() -> None:
         write_json(out_metrics, metrics)
         per_scale = [f"acc_scale_{k}" for k in range(1, len(model.cfg.patch_nums) + 1)]
         write_curve(out_plot, history, ["step", "loss", "acc", *per_scale, "grad_norm", "lr"])
-        tracker.log_metrics({"test/loss": metrics["test_loss"], "test/class_mean_proxy": metrics["class_mean_proxy"]},
+        tracker.log_metrics({"_headline/test_loss": metrics["test_loss"], "test/loss": metrics["test_loss"],
+                             "test/class_mean_proxy": metrics["class_mean_proxy"],
+                             **{f"test/acc_scale_{k}": a for k, a in enumerate(metrics["test_acc_by_scale"], 1)}},
                             step=cfg.steps)
-        tracker.log_series("test/acc_by_scale", metrics["test_acc_by_scale"])
         tracker.log_artifacts([grid, out_metrics, out_plot])
+        tracker.log_model(f"models/{args.model}.pt", args.tokenizer)  # the report stage registers it
     print(f"train@{args.model}: test loss {metrics['test_loss']:.3f}, class-mean proxy "
           f"{metrics['class_mean_proxy']:.2f}, acc by scale "
           + " ".join(f"{a:.2f}" for a in metrics["test_acc_by_scale"]))

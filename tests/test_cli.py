@@ -99,7 +99,7 @@ def test_sample_and_bench_commands(tmp_path):
     assert (tmp_path / "g.png").exists() and len(list((tmp_path / "pngs").glob("*.png"))) == 4
     bad = scalewise("sample", "--model", str(tmp_path / "var.pt"), "--tokenizer", str(tmp_path / "tok.pt"),
                     "--classes", "5")
-    assert bad.returncode == 2 and "class labels must lie in [0, 2]" in bad.stderr
+    assert bad.returncode == 2 and "--classes 5: out of range, the model has 3 classes (0..2)" in bad.stderr
     swapped = scalewise("sample", "--model", str(tmp_path / "tok.pt"), "--tokenizer", str(tmp_path / "tok.pt"))
     assert swapped.returncode == 2 and "expected a transformer" in swapped.stderr
     from scalewise.core.digest import weights_hash

@@ -125,8 +125,85 @@ def test_mlflow_holds_a_parent_run_with_a_nested_run_per_stage(project):
     assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]
     assert "test/psnr" in train.data.metrics
     artifacts = {a.path for a in client.list_artifacts(train.info.run_id)}
-    assert {"recon_grid.png", "train_tokenizer.json"} <= artifacts
+    assert {"recon_grid.png", "metrics.json"} <= artifacts  # one artifact name per kind, for the compare view
     assert children["prepare"].data.params["source"] == "digits"
+
+
+def _client(root):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("scalewise-test").experiment_id
+
+
+def test_the_parent_run_summarises_and_stage_runs_sort_and_compare(project):
+    root, _ = project
+    client, exp = _client(root)
+    runs = client.search_runs([exp])
+    parent = next(r for r in runs if r.data.tags.get("scalewise.kind") == "pipeline")
+    headline = json.loads((root / "metrics/headline.json").read_text())
+    assert set(headline) == {"var", "srdd", "srdd_distilled"}
+    assert parent.data.metrics["srdd.fid"] == headline["srdd"]["fid"]
+    assert parent.data.metrics["var.guided_psnr.sr_x4"] == headline["var"]["guided_psnr"]["sr_x4"]
+    assert parent.data.params["prepare.source"] == "digits" and "train.common.steps" in parent.data.params
+    assert "**srdd**: fid" in parent.data.tags["mlflow.note.content"]
+    children = {r.data.tags["scalewise.stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    order = {s: int(r.data.tags["scalewise.stage_order"]) for s, r in children.items()}
+    assert order["prepare"] < order["train_tokenizer"] < order["train@var"] == order["train@srdd"] \
+        < order["reconstruct@var-sr_x4"] < order["report"]
+    ev = children["evaluate@srdd"].data.metrics
+    assert ev["_headline/fid"] == ev["default/fid"] and "_headline/peak_memory_mib" in ev
+    assert not any(k.endswith("_bytes") for k in ev)  # memory in MiB
+    assert {k.split("/")[1] for k in ev if k.startswith("sweep/")} >= {"cfg0", "cfg1.5", "top_k5"}
+    assert not any(k.startswith(("cfg0/", "top_k5/")) for k in ev)  # sweeps only under sweep/
+    for stage in ("evaluate@var", "evaluate@srdd", "train@var", "train@srdd"):
+        assert "metrics.json" in {a.path for a in client.list_artifacts(children[stage].info.run_id)}
+    acc = {k for k in children["train@var"].data.metrics if k.startswith("test/acc_scale_")}
+    assert acc == {f"test/acc_scale_{k}" for k in range(1, 5)}  # scales are metrics, not steps
+
+
+def test_dvc_metrics_show_lists_only_the_headline_numbers(project):
+    root, _ = project
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root).stdout)
+    files = {f: d["data"] for entry in shown for f, d in entry["data"]["metrics"].items()} \
+        if isinstance(shown, list) else {f: d["data"] for f, d in shown[""]["data"].items()}
+    assert "metrics/headline.json" in files and "metrics/evaluate.json" not in files
+    from scalewise.core.config import flatten
+
+    columns = set().union(*(flatten(d) for d in files.values()))
+    assert len(columns) < 150, sorted(columns)
+    text = run([sys.executable, "-m", "dvc", "metrics", "show", "--no-pager"], root).stdout
+    assert "srdd.fid" in text
+
+
+def test_report_registers_every_model_with_a_champion_that_samples(project, tmp_path):
+    root, _ = project
+    client, _ = _client(root)
+    headline = json.loads((root / "metrics/headline.json").read_text())
+    for model in ("var", "srdd", "srdd_distilled"):
+        champion = client.get_model_version_by_alias(f"scalewise-{model}", "champion")
+        versions = client.search_model_versions(f"name = 'scalewise-{model}'")
+        assert float(champion.tags["fid"]) == pytest.approx(headline[model]["fid"], rel=1e-4)
+        assert float(champion.tags["fid"]) == min(float(v.tags["fid"]) for v in versions)
+    out = tmp_path / "g.png"
+    run([sys.executable, "-m", "scalewise.cli.main", "sample", "--model", "models:/scalewise-srdd@champion",
+         "--classes", "1,2", "--per-class", "2", "--out", str(out)], root)
+    assert out.stat().st_size > 0
+    import mlflow
+    import pandas as pd
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        images = mlflow.pyfunc.load_model("models:/scalewise-var@champion").predict(
+            pd.DataFrame({"class_label": [0, 3], "seed": [0, 0]}))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert images.shape == (2, 16, 16, 1) and images.dtype.name == "uint8" and images.std() > 0
+    bad = run([sys.executable, "-m", "scalewise.cli.main", "sample", "--model", "models:/scalewise-nope@champion"],
+              root, check=False)
+    assert bad.returncode == 2 and "models:/scalewise-nope@champion" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_changing_a_train_param_reruns_only_that_stage(project, tmp_path):

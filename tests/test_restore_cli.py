@@ -126,13 +126,19 @@ def test_restore_writes_the_observation_and_each_sample(files, restore, tmp_path
                   "--folder", str(tmp_path / "pngs"), "--grad-steps", "2", "--guide-from-scale", "1")
     assert out.returncode == 0, out.stderr
     pngs = sorted((tmp_path / "pngs").glob("*.png"))
-    assert len(pngs) == 2 and Image.open(pngs[0]).size == (SIZE, SIZE)
+    source = Image.open(image)
+    scale = 4 if "superres" in task_args else 1
+    restored = Image.open(pngs[0])
+    assert len(pngs) == 2 and restored.size == (source.size[0] * scale, source.size[1] * scale)  # the input's size
+    if "inpaint" in task_args:  # the observed pixels are the input's own, at its resolution
+        fill = np.asarray(Image.open(args[args.index("--mask") + 1])) == 255
+        assert np.array_equal(np.asarray(restored)[~fill], np.asarray(source.convert("L"))[~fill])
     grid = Image.open(tmp_path / "r.png")
-    assert grid.size[0] > 3 * SIZE  # observation + 2 restorations side by side
+    assert grid.size[0] > 3 * SIZE  # observation + 2 restorations side by side, at the model's resolution
     if "superres" in task_args:
-        assert "centre-cropped and resized to 4x4" in out.stderr
+        assert "its centre square is restored at 4x4" in out.stderr
     if "big_mask.png" in task_args:
-        assert "centre-cropped and resized to 16x16" in out.stderr
+        assert "its centre square is restored at 16x16" in out.stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -99,6 +99,18 @@ def device_name(text: str) -> str:
     return text
 
 
+DEFAULT_TOKENIZER = "models/tokenizer.pt"
+
+
+def tokenizer_path(args: argparse.Namespace) -> str | None:
+    """``--tokenizer``, or its default: the model URI's own tokenizer (None) or ``models/tokenizer.pt``."""
+    from scalewise.core.uris import is_model_uri
+
+    if args.tokenizer is not None:
+        return args.tokenizer
+    return None if is_model_uri(args.model) or args.official_tokenizer is not None else DEFAULT_TOKENIZER
+
+
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default="cpu",
                    help="torch device: cpu, cuda, cuda:N or mps (checked before anything is loaded)")
@@ -106,8 +118,12 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str) -> None:
     """Model-file and precision flags shared by ``sample`` and ``restore``."""
-    p.add_argument("--model", default=default_model, help="transformer checkpoint (models/var.pt, models/srdd.pt)")
-    p.add_argument("--tokenizer", default="models/tokenizer.pt", help="tokenizer checkpoint the model was trained with")
+    p.add_argument("--model", default=default_model,
+                   help="transformer checkpoint (models/var.pt, models/srdd.pt) or an MLflow model URI "
+                        "(models:/scalewise-srdd@champion, from the project's mlflow.db or $MLFLOW_TRACKING_URI)")
+    p.add_argument("--tokenizer", default=None,
+                   help=f"tokenizer checkpoint the model was trained with (default: {DEFAULT_TOKENIZER}; a model URI "
+                        "brings its own)")
     p.add_argument("--official-tokenizer", default=None,
                    help="the official VAR release's tokenizer (its VQVAE file, vae_ch160v4096z32.pth); with --official-var "
                         "it replaces --model / --tokenizer")
@@ -133,8 +149,12 @@ def check_model_files(args: argparse.Namespace) -> None:
                 raise FileNotFoundError(f"{flag} {value}: no such file; download it from the official VAR release "
                                         "(vae_ch160v4096z32.pth and var_d<depth>.pth) and pass its path")
         return
+    from scalewise.core.uris import is_model_uri
+
     for flag in ("model", "tokenizer", "heads"):
-        value = getattr(args, flag, None)
+        value = tokenizer_path(args) if flag == "tokenizer" else getattr(args, flag, None)
+        if flag == "model" and is_model_uri(value):
+            continue  # resolved (and its errors reported) by the MLflow store
         if value is not None and not Path(value).is_file():
             from scalewise.project.producers import producing_stage
 

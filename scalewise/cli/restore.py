@@ -4,8 +4,10 @@
     scalewise restore --image small.png --task superres --factor 4 --num-samples 4
     scalewise restore --image blurred.png --task deblur --sigma 2 --method guided
 
-The input is centre-cropped and resized to what the task needs (the model's image size, or
-image size / factor for ``superres``); a note says so when that happens.
+The input's centre square is resized to what the task needs (the model's image size, or
+image size / factor for ``superres``; a note says so), restored, and pasted back: the
+``--folder`` images have the input's size (times the factor for ``superres``), and keep the
+observed pixels of inpaint / outpaint unless ``--no-keep-observed``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 
 from scalewise.cli.args import (
     HelpFormatter, add_model_args, check_model_files, nonneg_float, nonneg_int, positive_float, positive_int,
-    superres_factor,
+    superres_factor, tokenizer_path,
 )
+from scalewise.core.io import atomic_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,75 +70,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="resample tokens below this probability")
     p.add_argument("--resample-iters", type=nonneg_int, default=None, help="resampling iterations per scale (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the posterior samples")
-    p.add_argument("--out", default="restored.png", help="PNG: observation | restorations side by side")
-    p.add_argument("--folder", default=None, help="also write one PNG per restoration here")
+    p.add_argument("--out", default="restored.png",
+                   help="PNG: observation | restorations side by side, at the model's resolution")
+    p.add_argument("--folder", default=None,
+                   help="also write one PNG per restoration here, at the input's size (x factor for superres)")
+    p.add_argument("--no-keep-observed", action="store_true",
+                   help="--folder images: take every pixel from the restoration (default: the observed pixels of "
+                        "inpaint / outpaint are the input's own)")
     p.set_defaults(func=cmd_restore)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     import torch
 
-    from scalewise.models.checkpoints import load_models
-    from scalewise.core.images import load_image, load_mask, save_grid, save_png, to_uint8
-    from scalewise.posterior.guidance_config import guidance_config
-    from scalewise.posterior.restoration import observation_image, restore
-    from scalewise.posterior.user_task import build_user_task, keep_mask_from_png, observed_size
-    from scalewise.core.precision import autocast, prepare_for_inference
+    from scalewise.api import GUIDANCE_SETTINGS, load
+    from scalewise.core.images import open_image, save_grid, save_png
+    from scalewise.posterior.user_task import observed_size
 
     check_model_files(args)
-    model, tokenizer = load_models(args.model, args.tokenizer, args.official_tokenizer, args.official_var, args.device)
-    prepare_for_inference(model, tokenizer, args.dtype, args.compile)
-    size = tokenizer.cfg.downsample * tokenizer.patch_nums[-1]  # the model's image side (pixels)
-    channels = tokenizer.cfg.in_channels
-    side = observed_size(args.task, size, args.factor)
-    raw = load_image(args.image, channels)
-    keep = None
-    if args.mask is not None:
-        if args.task != "inpaint":
-            raise ValueError(f"--mask only applies to --task inpaint, not {args.task}")
-        keep = keep_mask_from_png(load_mask(args.mask), tuple(raw.shape[-2:]), f"--mask {args.mask}")
-    if tuple(raw.shape[-2:]) != (side, side):
-        print(f"note: {args.image} is {raw.shape[-1]}x{raw.shape[-2]}; centre-cropped and resized to {side}x{side}",
-              file=sys.stderr)
-        raw = load_image(args.image, channels, side)
-        if keep is not None:
-            keep = _resize_mask(keep, side)
-    if args.class_label is not None and not 0 <= args.class_label < model.num_classes:
-        raise ValueError(f"--class-label {args.class_label} is out of range: the model has {model.num_classes} "
-                         f"classes (0..{model.num_classes - 1})")
-    op, y = build_user_task(args.task, raw, size, channels, keep, args.factor, args.mode, args.keep,
-                            args.kernel_size, args.sigma)
+    if args.mask is not None and args.task != "inpaint":
+        raise ValueError(f"--mask only applies to --task inpaint, not {args.task}")
+    image = open_image(args.image)
+    pipe = load(model=args.model, tokenizer=tokenizer_path(args), official_vae=args.official_tokenizer,
+                official_var=args.official_var, device=args.device, dtype=args.dtype, compile=args.compile)
+    if args.class_label is not None and not 0 <= args.class_label < pipe.num_classes:
+        raise ValueError(f"--class-label {args.class_label} is out of range: the model has {pipe.num_classes} "
+                         f"classes (0..{pipe.num_classes - 1})")
+    side = observed_size(args.task, pipe.image_size, args.factor)
+    if image.size != (side, side):
+        print(f"note: {args.image} is {image.size[0]}x{image.size[1]}; its centre square is restored at {side}x{side} "
+              "and pasted back at the input's size", file=sys.stderr)
+    run = pipe.restore_run(image, args.task, args.mask, method=args.method, num_samples=args.num_samples,
+                           keep_observed=not args.no_keep_observed, factor=args.factor, mode=args.mode, keep=args.keep,
+                           kernel_size=args.kernel_size, sigma=args.sigma, sigma_y=args.sigma_y, preset=args.preset,
+                           class_label=args.class_label, seed=args.seed, progress=True,
+                           **{k: getattr(args, k) for k in GUIDANCE_SETTINGS})
     n = args.num_samples
-    op = op if op.num_images is None else op.select([0] * n)
-    y_N = y.repeat(n, 1, 1, 1).to(args.device)
-    labels = None if args.class_label is None else torch.full((n,), args.class_label, dtype=torch.long)
-    if args.resample == "simple" and args.resample_select is None:
-        args.resample_select = "threshold"  # simple resampling re-draws by threshold only
-    flags = ("cfg", "alpha", "guide_from_scale", "grad_steps", "particles", "relax", "tau", "resample",
-             "resample_select", "resample_threshold", "resample_iters")
-    config = guidance_config({"preset": args.preset, **{k: getattr(args, k) for k in flags
-                                                         if getattr(args, k) is not None}}, "scalewise restore",
-                              operator_kind=op.kind, operator_settings=op.settings)  # the preset's settings for this kind of task
-    with autocast(args.device, args.dtype):
-        res = restore(model, tokenizer, op, y_N, args.method, config, labels, batch_size=n, seed=args.seed,
-                      sigma_y=args.sigma_y, progress=True)
-    images = res.images.float().cpu()
-    obs = observation_image(op, y_N[:1].cpu())
-    save_grid(torch.cat((obs, images)), args.out, nrow=1 + n)
-    print(f"wrote {args.out} (observation | {n} {args.method} restoration(s), {res.sec_per_image:.2f} s/image)")
+    save_grid(torch.cat((run.observation, run.images)), args.out, nrow=1 + n)
+    print(f"wrote {args.out} (observation | {n} {args.method} restoration(s) at {pipe.image_size} px, "
+          f"{run.sec_per_image:.2f} s/image)")
     if args.folder:
-        for i, img in enumerate(to_uint8(images)):
-            save_png(img, Path(args.folder) / f"restored_{i:03d}.png")
-        print(f"wrote {n} PNGs to {args.folder}")
+        for i, img in enumerate(run.pil):
+            path = Path(args.folder) / f"restored_{i:03d}.png"
+            with atomic_path(path) as tmp:
+                img.save(tmp, format="PNG")
+        print(f"wrote {n} PNGs at {run.pil[0].size[0]}x{run.pil[0].size[1]} to {args.folder}")
     return 0
-
-
-def _resize_mask(keep_11HW, side: int):
-    """Nearest-neighbour resize of a keep mask after the image's centre crop (stays binary)."""
-    import torch.nn.functional as F
-
-    from scalewise.core.images import center_square
-
-    top, left, s = center_square(*keep_11HW.shape[-2:])
-    crop = keep_11HW[..., top:top + s, left:left + s]
-    return F.interpolate(crop, size=(side, side), mode="nearest")

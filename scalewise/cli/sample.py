@@ -6,46 +6,36 @@ import argparse
 from pathlib import Path
 
 from scalewise.cli.args import (
-    HelpFormatter, add_model_args, check_model_files, ints, nonneg_float, nonneg_int, positive_float, positive_int,
+    HelpFormatter, add_model_args, check_model_files, ints, nonneg_float, nonneg_int,
+    positive_float, positive_int, tokenizer_path,
 )
 from scalewise.sampling.adaptive import INFER_MODES
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from scalewise.models.checkpoints import load_heads, load_models
+    from scalewise.api import load
     from scalewise.core.images import save_grid, save_png, to_uint8
-    from scalewise.core.precision import autocast, prepare_for_inference
     from scalewise.sampling.adaptive import uses_policy
-    from scalewise.sampling.generate import Resample, generate
 
     check_model_files(args)
-    model, tokenizer = load_models(args.model, args.tokenizer, args.official_tokenizer, args.official_var, args.device)
-    heads = None
-    if args.heads:
-        heads, model = load_heads(args.heads, model, args.device)
-    elif args.infer_mode != "baseline":
+    if args.heads is None and args.infer_mode != "baseline":
         raise ValueError(f"--infer-mode {args.infer_mode} needs the model's sampling heads: pass --heads "
                          "(e.g. models/srdd_heads.pt, written by dvc repro train_heads)")
-    prepare_for_inference(model, tokenizer, args.dtype, args.compile)
-    if args.classes is None and model.num_classes > 100:
-        raise ValueError(f"the model has {model.num_classes} classes: choose some with --classes (e.g. 207,360)")
-    classes = args.classes if args.classes is not None else list(range(model.num_classes))
-    labels = torch.tensor(classes).repeat_interleave(args.per_class)
+    pipe = load(model=args.model, tokenizer=tokenizer_path(args), official_vae=args.official_tokenizer, official_var=args.official_var,
+                heads=args.heads, device=args.device, dtype=args.dtype, compile=args.compile)
+    if args.classes is None and pipe.num_classes > 100:
+        raise ValueError(f"the model has {pipe.num_classes} classes: choose some with --classes (e.g. 207,360)")
+    classes = args.classes if args.classes is not None else list(range(pipe.num_classes))
+    bad = [c for c in classes if not 0 <= c < pipe.num_classes]
+    if bad:
+        raise ValueError(f"--classes {','.join(map(str, bad))}: out of range, the model has {pipe.num_classes} "
+                         f"classes (0..{pipe.num_classes - 1})")
     kind = args.resample or ("masked" if uses_policy(args.infer_mode) else "none")
-    resample = Resample(kind=kind, threshold=args.resample_threshold, iters=args.resample_iters,
-                        use_cfg=not args.resample_no_cfg)
-    chunks = labels.split(args.batch_size)
-    images = []
-    for i, chunk in enumerate(tqdm(chunks, desc="sampling", unit="batch", disable=len(chunks) == 1)):
-        with autocast(args.device, args.dtype):
-            g = generate(model, tokenizer, chunk, cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k,
-                         top_p=args.top_p, temperature=args.temperature, seed=args.seed + i, resample=resample,
-                         infer_mode=args.infer_mode, heads=heads)
-        images.append(g.images.float().cpu())
-    images = torch.cat(images)
+    images, labels = pipe.sample_tensors(
+        classes, args.per_class, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
+        cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+        resample=kind, resample_threshold=args.resample_threshold, resample_iters=args.resample_iters,
+        resample_use_cfg=not args.resample_no_cfg, infer_mode=args.infer_mode, progress=True)
     if args.folder:
         for i, (img, label) in enumerate(zip(to_uint8(images), labels.tolist())):
             save_png(img, Path(args.folder) / f"{i:05d}_class{label}.png")

@@ -92,3 +92,35 @@ def load_mask(path: str | os.PathLike) -> torch.Tensor:
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
     return torch.from_numpy(array.copy())[None, None]
+
+
+def from_pil(image: Image.Image, channels: int) -> torch.Tensor:
+    """A PIL image as float32 (1, C, H, W) in [-1, 1], converted to ``channels`` 1 (grey) or 3 (RGB)."""
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[..., None]
+    return to_unit(torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0))
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Float images in [-1, 1] (N, C, H, W), C = 1 or 3 -> N PIL images (mode ``L`` or ``RGB``)."""
+    out = []
+    for img in to_uint8(images):
+        array = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+        out.append(Image.fromarray(array[..., 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, "RGB"))
+    return out
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """An image file, fully read; FileNotFoundError / ValueError name the file (decompression bombs too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except Image.DecompressionBombError as exc:
+        raise ValueError(_too_large(path, exc)) from None
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,8 @@ class GradientGuidedSampler:
         self.measurement = measurement
 
     def sample(self, y: torch.Tensor, labels: torch.Tensor | list[int] | None = None, guided: bool = True,
-               clamp: bool = False, seed: int = 0) -> PosteriorSample:
+               clamp: bool = False, seed: int = 0,
+               on_scale_done: Callable[[int], None] | None = None) -> PosteriorSample:
         """Restore a batch from its measurements ``y`` (B, ...).
 
         Args:
@@ -96,6 +98,7 @@ class GradientGuidedSampler:
             clamp: teacher-force the observation's known tokens at every scale (the ``clamp`` and
                 ``clamp+guided`` methods). Guided runs also clamp when the config says so
                 (``clamp``, on the scales of ``clamp_scales``) and the operator can.
+            on_scale_done: called with each scale's index once it is sampled (per-scale progress).
         Returns: a :class:`PosteriorSample` (images in [-1, 1], (B, C, H, W)).
         """
         model, cfg, meas = self.model, self.config, self.measurement
@@ -127,7 +130,8 @@ class GradientGuidedSampler:
                                    cfg.clamp_mode, cfg.clamp_fill).select(rows)
         hooks = _GuidanceHooks(self, meas_rows, y_rows, guided, plan, gen, B, N, clamp_scales)
         t0 = time.perf_counter()
-        out = run_scales(model, self.tokenizer, labels_B[rows.to(device)], cfg.sampling(labels is not None), gen, hooks)
+        out = run_scales(model, self.tokenizer, labels_B[rows.to(device)], cfg.sampling(labels is not None), gen, hooks,
+                         on_scale_done=on_scale_done)
         images_BN = out.images.view(B, N, *out.images.shape[1:])
         consistency_BN = meas_rows.residual_norm(out.images, y_rows).view(B, N)
         best_B = consistency_BN.argmin(dim=1)

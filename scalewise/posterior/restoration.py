@@ -140,17 +140,21 @@ def restore_methods(model: ScaleTransformer, tokenizer: Tokenizer, operator: Ope
             idx = torch.arange(min(N, batch_size))
             GradientGuidedSampler(model, tokenizer, meas.select(idx), config).sample(
                 y[idx], None if labels is None else labels[idx], guided=guided, clamp=clamp, seed=seed)
+        starts = range(0, N, batch_size)
+        bar = tqdm(total=len(starts) * len(model.cfg.patch_nums), desc=run, unit="scale", disable=not progress,
+                   leave=False)  # per scale: a batch of a large model takes minutes
         t0 = time.perf_counter()
-        for b, start in enumerate(tqdm(range(0, N, batch_size), desc=run, disable=not progress, leave=False)):
+        for b, start in enumerate(starts):
             idx = torch.arange(start, min(N, start + batch_size))
             sampler = GradientGuidedSampler(model, tokenizer, meas.select(idx), config)
             res = sampler.sample(y[idx], None if labels is None else labels[idx], guided=guided, clamp=clamp,
-                                 seed=seed + b)
+                                 seed=seed + b, on_scale_done=lambda si: bar.update())
             best.append(res.images)
             mean.append(res.mean_images)
             if run == "guided" and "guided+dc" in methods:
                 proj.append(sampler.measurement.project(res.images, y[idx]))
         seconds = time.perf_counter() - t0
+        bar.close()
         out[run] = Restoration(torch.cat(best), seconds, run)
         if run == "guided":
             if "guided_mean" in methods:

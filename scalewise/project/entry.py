@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 from scalewise.core.config import ConfigError, T, from_dict
 from scalewise.project.params import PARAMS_FILE, load_params, section, tracking_settings
-from scalewise.project.tracking import Tracker, pipeline_run, stage_run
+from scalewise.project.tracking import Tracker, pipeline_run, stage_run, summarize_pipeline
 
 __all__ = ["PARAMS_FILE", "load_params", "section", "stage_parser", "stage_config", "tracked", "pipeline_tracked",
            "run_main", "write_curve"]
@@ -50,6 +50,7 @@ def pipeline_tracked(name: str, params: dict[str, Any], root: str | os.PathLike 
     with pipeline_run(name, enabled=settings.enabled, experiment=settings.experiment, root=root,
                       tags=tags) as tracker:
         yield tracker
+        summarize_pipeline(tracker, root, params)  # headline metrics, profile params, description
 
 
 def run_main(main: Callable[[], None]) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 from scalewise.core.config import flatten
 
 PARENT_ENV = "SCALEWISE_PARENT_RUN_ID"
+ORDER_TAG = "scalewise.stage_order"
 PIPELINE_OUTPUTS = ("dvc.lock", "metrics/", "plots/", "reports/")  # tracked files a pipeline run rewrites
 _MAX_PARAM_LEN = 6000
 
@@ -50,6 +51,25 @@ def git_commit(root: str | os.PathLike = ".") -> str:
         return "unknown"
 
 
+def in_mib(name: str, value: float) -> tuple[str, float]:
+    """A metric as MLflow shows it: sizes in bytes (``*_bytes``) become MiB (``*_mib``)."""
+    if name.endswith("_bytes"):
+        return name[: -len("_bytes")] + "_mib", value / 2**20
+    return name, value
+
+
+def artifact_name(path: str | os.PathLike) -> str:
+    """The name a file gets in a run's artifacts: one name per kind, so the MLflow compare view
+    can set runs side by side. A stage's metrics file (``metrics/**.json``) is ``metrics.json``,
+    its training curve (``plots/*.csv``) ``curve.csv``; any other file keeps its own name."""
+    parts = Path(path).parts
+    if "metrics" in parts[:-1] and parts[-1].endswith(".json"):
+        return "metrics.json"
+    if "plots" in parts[:-1] and parts[-1].endswith(".csv"):
+        return "curve.csv"
+    return parts[-1]
+
+
 class Tracker:
     """Logs to one MLflow run, or does nothing when ``run_id`` is None (tracking off)."""
 
@@ -60,10 +80,13 @@ class Tracker:
     def enabled(self) -> bool:
         return self.run_id is not None
 
-    def _client(self):
+    def client(self):
+        """The ``mlflow.MlflowClient`` of the tracking store this run lives in."""
         import mlflow
 
         return mlflow.MlflowClient()
+
+    _client = client
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log a (nested) dict of params, flattened to dotted keys."""
@@ -75,7 +98,7 @@ class Tracker:
         self._client().log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log scalar metrics (non-scalars are skipped) at ``step``."""
+        """Log scalar metrics (non-scalars are skipped) at ``step``; ``*_bytes`` as ``*_mib`` (:func:`in_mib`)."""
         if not self.enabled:
             return
         import time
@@ -84,7 +107,7 @@ class Tracker:
 
         now = int(time.time() * 1000)
         rows = [
-            Metric(k, float(v), now, step or 0)
+            Metric(*in_mib(k, float(v)), now, step or 0)
             for k, v in flatten(metrics).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
@@ -102,15 +125,35 @@ class Tracker:
             self.log_artifact(path, artifact_path)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Copy a file (or folder) into the run's artifacts."""
+        """Copy a file (or folder) into the run's artifacts, under :func:`artifact_name`."""
         if not self.enabled:
             return
         path = Path(path)
         client = self._client()
         if path.is_dir():
             client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
+            return
+        name = artifact_name(path)
+        if name == path.name:
             client.log_artifact(self.run_id, str(path), artifact_path)
+            return
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="scalewise-artifact-") as tmp:
+            shutil.copyfile(path, Path(tmp) / name)
+            client.log_artifact(self.run_id, str(Path(tmp) / name), artifact_path)
+
+    def log_model(self, transformer: str | os.PathLike, tokenizer: str | os.PathLike) -> str | None:
+        """Log the sampler (transformer + tokenizer files) as the run's MLflow model; its URI.
+
+        See :mod:`scalewise.project.registry` (the ``report`` stage registers it).
+        """
+        if not self.enabled:
+            return None
+        from scalewise.project.registry import log_sampler
+
+        return log_sampler(transformer, tokenizer)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if not self.enabled:
@@ -118,6 +161,49 @@ class Tracker:
         client = self._client()
         for key, value in tags.items():
             client.set_tag(self.run_id, key, str(value))
+
+
+def stage_order(stage: str, root: str | os.PathLike = ".") -> int:
+    """The position of ``stage`` (``reconstruct@var-sr_x4`` counts as ``reconstruct``) in the
+    pipeline's definition order: ``dvc.yaml``'s stages, then ``paper/dvc.yaml``'s; 99 if absent.
+    Stage runs carry it as the tag ``scalewise.stage_order``: sorting by it lists them in pipeline order."""
+    import yaml
+
+    names: list[str] = []
+    for path in (Path(root) / "dvc.yaml", Path(root) / "paper" / "dvc.yaml"):
+        try:
+            names += list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
+        except (OSError, yaml.YAMLError):
+            continue
+    base = stage.split("@")[0]
+    return names.index(base) if base in names else 99
+
+
+def summarize_pipeline(tracker: "Tracker", root: str | os.PathLike = ".",
+                       params: dict[str, Any] | None = None) -> None:
+    """Give a parent run its summary: the headline metrics (``metrics/headline.json``, as
+    ``<model>/fid``, ``<model>/guided_psnr/<task>``, ...), the profile's main parameters and a
+    description (the UI's note) listing them."""
+    if not tracker.enabled:
+        return
+    import json
+
+    path = Path(root) / "metrics" / "headline.json"
+    headline = json.loads(path.read_text()) if path.is_file() else {}
+    tracker.log_metrics(headline)
+    shown = {k: v for k, v in flatten(params or {}).items() if k.split(".")[0] in SUMMARY_SECTIONS}
+    for start in range(0, len(shown), 100):  # MLflow takes at most 100 params per batch
+        tracker.log_params(dict(list(shown.items())[start:start + 100]))
+    lines = ["scalewise pipeline run: headline numbers (`metrics/headline.json`; the stage runs hold the rest)", ""]
+    for model, values in headline.items():
+        gen = ", ".join(f"{k} {values[k]:.4g}" for k in ("fid", "isc", "precision", "recall", "images_per_s")
+                        if k in values)
+        psnr = ", ".join(f"{task} {db:.2f}" for task, db in (values.get("guided_psnr") or {}).items())
+        lines.append(f"- **{model}**: {gen}" + (f"; guided PSNR (dB): {psnr}" if psnr else ""))
+    tracker.set_tags({"mlflow.note.content": "\n".join(lines)})
+
+
+SUMMARY_SECTIONS = ("prepare", "train_tokenizer", "train", "evaluate")  # the parent run's params: the profile
 
 
 def _setup(experiment: str, root: str | os.PathLike) -> None:
@@ -146,7 +232,8 @@ def stage_run(
     import mlflow
 
     _setup(experiment, root)
-    tags = {"scalewise.stage": stage, "scalewise.git_commit": git_commit(root)}
+    tags = {"scalewise.stage": stage, "scalewise.git_commit": git_commit(root),
+            ORDER_TAG: f"{stage_order(stage, root):02d}"}
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent

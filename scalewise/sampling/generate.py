@@ -10,6 +10,7 @@ The names other modules import from here (``CFG_SCHEDULES``, ``RESAMPLE_KINDS``,
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -44,6 +45,7 @@ def generate(
     infer_mode: str = "baseline",
     heads: SamplingHeads | None = None,
     policy: ResamplePolicy | None = None,
+    on_scale_done: Callable[[int], None] | None = None,
 ) -> Generation:
     """Sample images of the given classes, scale by scale.
 
@@ -59,6 +61,7 @@ def generate(
         infer_mode: ``baseline`` | ``policy`` | ``guidance`` | ``both``: what the learned
             ``heads`` decide (:mod:`scalewise.sampling.adaptive`); ``policy`` replaces the heads'
             re-masking rule (e.g. a :class:`~scalewise.sampling.adaptive.ThresholdPolicy`).
+        on_scale_done: called with each scale's index once it is sampled (per-scale progress).
     Returns: a :class:`Generation` (images in [-1, 1], (B, C, H, W)).
     """
     settings = ScaleSettings(cfg, cfg_schedule, top_k, top_p, temperature, resample or Resample(), infer_mode)
@@ -68,7 +71,7 @@ def generate(
         raise ValueError(f"class labels must lie in [0, {model.num_classes - 1}], got {labels_B.tolist()}")
     gen = torch.Generator(device=device).manual_seed(seed)
     clock = _Clock(device) if timing is not None else None
-    out = run_scales(model, tokenizer, labels_B, settings, gen, clock, return_logits, heads, policy)
+    out = run_scales(model, tokenizer, labels_B, settings, gen, clock, return_logits, heads, policy, on_scale_done)
     if clock is not None:
         clock.lap()
         timing["scale_s"], timing["decode_s"] = clock.laps[:-1], clock.laps[-1]

@@ -68,9 +68,24 @@ def draw(probs_BlV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     Inverse-CDF sampling: one uniform number per position and a binary search in the
     cumulative distribution (``torch.multinomial`` draws V exponentials per position).
+    Raises ValueError when a distribution holds NaN or infinity (:func:`check_finite_probs`).
     """
     B, l, V = probs_BlV.shape
     cdf = probs_BlV.float().cumsum(-1)  # (B, l, V)
+    check_finite_probs(cdf[..., -1])
     u = torch.rand(B, l, 1, generator=generator, device=probs_BlV.device) * cdf[..., -1:]
     idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
     return idx.clamp_(max=V - 1)
+
+
+def check_finite_probs(mass_Bl: torch.Tensor) -> None:
+    """Raise ValueError when a position's total probability ``mass`` (B, l) is NaN or infinite.
+
+    Non-finite logits (NaN weights, an overflow in half precision) would otherwise make the
+    inverse-CDF draw return the last token V-1 everywhere, silently.
+    """
+    bad = ~torch.isfinite(mass_Bl)
+    if bool(bad.any()):
+        raise ValueError(f"the sampling distribution is not finite at {int(bad.sum())} of {bad.numel()} positions "
+                         "(NaN or inf logits): the model's weights or its inputs hold non-finite values; in half "
+                         "precision, try --dtype fp32")

@@ -15,6 +15,7 @@ fixes the whole result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -132,7 +133,8 @@ class Generation:
 def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Tensor, settings: ScaleSettings,
                generator: torch.Generator, hooks: ScaleHooks | None = None,
                return_logits: bool = False, heads: SamplingHeads | None = None,
-               policy: ResamplePolicy | None = None) -> Generation:
+               policy: ResamplePolicy | None = None,
+               on_scale_done: Callable[[int], None] | None = None) -> Generation:
     """Sample every scale of a batch and decode it.
 
     Args:
@@ -144,6 +146,7 @@ def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Te
         heads: the learned sampling heads that ``settings.infer_mode`` other than ``baseline`` uses.
         policy: a re-masking rule for ``infer_mode`` ``policy`` / ``both`` in place of the heads'
             (e.g. :class:`~scalewise.sampling.adaptive.ThresholdPolicy`).
+        on_scale_done: called with each scale's index once it is sampled (progress bars).
     Returns: a :class:`Generation` (images in [-1, 1], (B, C, H, W)).
     """
     check_pair(model, tokenizer)
@@ -220,6 +223,8 @@ def run_scales(model: ScaleTransformer, tokenizer: Tokenizer, labels_B: torch.Te
         order = hooks.reorder(si)
         if order is not None:
             f_hat, h, out.tokens = _reorder(order, runner, f_hat, h, out.tokens, use_cfg)
+        if on_scale_done is not None:
+            on_scale_done(si)
     out.images = tokenizer.f_to_img(f_hat)
     out.f_hat = f_hat
     out.cache_bytes = runner.cache_bytes
