@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from swtest import TINY_PARAMS, make_project, run, venv_env, write_params
+from swtest import ROOT, TINY_PARAMS, make_project, run, venv_env, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -173,8 +173,21 @@ def test_dvc_metrics_show_lists_only_the_headline_numbers(project):
 
     columns = set().union(*(flatten(d) for d in files.values()))
     assert len(columns) < 150, sorted(columns)
-    text = run([sys.executable, "-m", "dvc", "metrics", "show", "--no-pager"], root).stdout
+    text = run([sys.executable, "-m", "dvc", "metrics", "show"], root).stdout
     assert "srdd.fid" in text
+
+
+def test_the_readmes_exp_show_view_fits_in_200_columns(project):
+    import re
+    import shlex
+
+    root, _ = project
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("dvc exp show --no-pager --drop"))
+    out = run([sys.executable, "-m", *shlex.split(command)], root, env_extra={"COLUMNS": "200"}).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 200 and "…" not in out, out
+    assert re.search(r"srdd\.fid", out) and re.search(r"workspace\s+\d", out)
 
 
 def test_report_registers_every_model_with_a_champion_that_samples(project, tmp_path):

@@ -30,6 +30,7 @@ def load(model: str | os.PathLike | None = "models/srdd.pt", tokenizer: str | os
     from scalewise.core.device import resolve_device
     from scalewise.core.precision import prepare_for_inference
     from scalewise.models.checkpoints import load_heads, load_models
+    from scalewise.models.student import tokenizer_for
 
     resolve_device(device)  # a missing CUDA is an error about the device, not about a model file
     if (official_vae is None) != (official_var is None):
@@ -52,6 +53,7 @@ def load(model: str | os.PathLike | None = "models/srdd.pt", tokenizer: str | os
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{what} {path}: no such model file (`make repro` trains the models)")
         transformer, tok = load_models(model, tokenizer, device=device)
+    tok = tokenizer_for(transformer, tok)  # a distilled student samples a subset of the tokenizer's scales
     head_modules = None
     if heads is not None:
         head_modules, transformer = load_heads(heads, transformer, device)
