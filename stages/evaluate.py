@@ -3,7 +3,7 @@
 For ``models/<model>.pt`` (``var``, ``srdd``, ``srdd_distilled``): the ``default`` setting
 (``params.yaml: evaluate.sampling``), the named ``evaluate.settings``, and, for the models in
 ``evaluate.sweeps.models``, the sweeps (CFG, masked-resampling threshold x iterations,
-top-k, top-p) plus ``masked+tuned_cfg`` (masked resampling at the CFG of the sweep's lowest
+top-k, top-p) plus ``masked_tuned_cfg`` (masked resampling at the CFG of the sweep's lowest
 FID, with the full sample count). Each setting generates ``samples_per_class`` images of
 every class (the non-sweep settings each in a fresh process, so their speed and peak memory
 start clean; ``isolated`` in the record says which) and is scored with torch-fidelity against

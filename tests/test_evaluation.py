@@ -33,25 +33,25 @@ def test_sweeps_cover_the_grid_with_stable_names():
     sweeps = SweepConfig(cfg=[0, 2.5], cfg_resample="masked", masked_threshold=[0.05, 0.1], masked_iters=[1, 4],
                          top_k=[10], top_p=[0.9])
     got = sweep_settings(base, sweeps)
-    assert list(got) == ["cfg=0", "cfg=2.5", "masked:t=0.05,n=1", "masked:t=0.05,n=4", "masked:t=0.1,n=1",
-                         "masked:t=0.1,n=4", "top_k=10", "top_p=0.9"]
-    assert got["cfg=2.5"].cfg == 2.5 and got["cfg=2.5"].resample_kind == "masked"
-    assert got["masked:t=0.1,n=4"].resample_threshold == 0.1 and got["masked:t=0.1,n=4"].resample_iters == 4
-    assert got["top_k=10"].top_k == 10 and got["top_k=10"].cfg == 1.5 and got["top_p=0.9"].top_p == 0.9
+    assert list(got) == ["cfg0", "cfg2.5", "masked_t0.05_n1", "masked_t0.05_n4", "masked_t0.1_n1",
+                         "masked_t0.1_n4", "top_k10", "top_p0.9"]
+    assert got["cfg2.5"].cfg == 2.5 and got["cfg2.5"].resample_kind == "masked"
+    assert got["masked_t0.1_n4"].resample_threshold == 0.1 and got["masked_t0.1_n4"].resample_iters == 4
+    assert got["top_k10"].top_k == 10 and got["top_k10"].cfg == 1.5 and got["top_p0.9"].top_p == 0.9
 
 
 def test_the_cfg_sweep_runs_on_cfg_models_and_the_other_sweeps_on_models():
     sweeps = SweepConfig(models=["srdd"], cfg=[0, 10], cfg_models=["var", "srdd"], masked_threshold=[0.1],
                          masked_iters=[1], top_k=[5])
     base = SamplingSetting()
-    assert list(sweep_settings(base, sweeps, "var")) == ["cfg=0", "cfg=10"]
-    assert list(sweep_settings(base, sweeps, "srdd")) == ["cfg=0", "cfg=10", "masked:t=0.1,n=1", "top_k=5"]
+    assert list(sweep_settings(base, sweeps, "var")) == ["cfg0", "cfg10"]
+    assert list(sweep_settings(base, sweeps, "srdd")) == ["cfg0", "cfg10", "masked_t0.1_n1", "top_k5"]
     assert sweep_settings(base, sweeps, "srdd_distilled") == {}
     assert list(sweep_settings(base, SweepConfig(models=["srdd"], cfg=[2]), "var")) == []  # cfg_models: models
 
 
 def test_best_cfg_is_the_lowest_fid_point_of_the_cfg_sweep():
-    results = {"default": {"fid": 1.0}, "cfg=0": {"fid": 9.0}, "cfg=1.5": {"fid": 4.0}, "cfg=3": {"fid": 5.0}}
+    results = {"default": {"fid": 1.0}, "cfg0": {"fid": 9.0}, "cfg1.5": {"fid": 4.0}, "cfg3": {"fid": 5.0}}
     assert best_cfg(results) == 1.5
     assert best_cfg({"default": {"fid": 1.0}}) is None
 

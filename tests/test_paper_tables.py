@@ -20,12 +20,12 @@ def _result(fid: float, cfg: float = 1.5, kind: str = "none", steps: int = 7) ->
 
 def _evaluate() -> dict:
     srdd = {"default": _result(10.0), "simple": _result(9.0, kind="simple"), "masked": _result(8.0, kind="masked"),
-            "masked+tuned_cfg": _result(7.0, cfg=2.0, kind="masked")}
-    srdd.update({f"cfg={c:g}": _result(10 - c, cfg=c, kind="masked") for c in (0.0, 1.0, 2.0)})
-    srdd.update({f"masked:t={t:g},n={n}": _result(8 + t - n / 10, kind="masked") for t in (0.05, 0.1) for n in (1, 2)})
+            "masked_tuned_cfg": _result(7.0, cfg=2.0, kind="masked")}
+    srdd.update({f"cfg{c:g}": _result(10 - c, cfg=c, kind="masked") for c in (0.0, 1.0, 2.0)})
+    srdd.update({f"masked_t{t:g}_n{n}": _result(8 + t - n / 10, kind="masked") for t in (0.05, 0.1) for n in (1, 2)})
     srdd.update({"policy": _result(7.5, kind="masked", steps=15), "guidance": _result(9.5),
                  "both": _result(7.2, kind="masked", steps=16)})
-    return {"var": {"default": _result(11.0), "cfg=5": _result(20.0, cfg=5.0, kind="masked")}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
+    return {"var": {"default": _result(11.0), "cfg5": _result(20.0, cfg=5.0, kind="masked")}, "srdd": srdd, "srdd_distilled": {"default": _result(12.0, steps=5)}}
 
 
 def _method(psnr: float, fid: float, consistency: float, sec: float) -> dict:

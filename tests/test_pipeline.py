@@ -157,6 +157,11 @@ def test_the_parent_run_summarises_and_stage_runs_sort_and_compare(project):
     assert not any(k.endswith("_bytes") for k in ev)  # memory in MiB
     assert {k.split("/")[1] for k in ev if k.startswith("sweep/")} >= {"cfg0", "cfg1.5", "top_k5"}
     assert not any(k.startswith(("cfg0/", "top_k5/")) for k in ev)  # sweeps only under sweep/
+    # one spelling per setting: DVC JSON key = grid file name = MLflow prefix
+    srdd = json.loads((root / "metrics/evaluate/srdd.json").read_text())
+    assert set(srdd) == {p.stem for p in (root / "reports/evaluate/srdd").glob("*.png")}
+    logged = {k.split("/")[1] if k.startswith("sweep/") else k.split("/")[0] for k in ev if not k.startswith("_")}
+    assert logged == set(srdd) and {"masked_t0.1_n1", "cfg1.5", "masked_tuned_cfg"} <= logged
     for stage in ("evaluate@var", "evaluate@srdd", "train@var", "train@srdd"):
         assert "metrics.json" in {a.path for a in client.list_artifacts(children[stage].info.run_id)}
     acc = {k for k in children["train@var"].data.metrics if k.startswith("test/acc_scale_")}

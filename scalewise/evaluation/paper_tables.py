@@ -44,7 +44,7 @@ T1_ROWS = (
     ("SRDD", "srdd", "default"),
     ("SRDD + simple resampling", "srdd", "simple"),
     ("SRDD + masked resampling", "srdd", "masked"),
-    ("SRDD + MR + tuned CFG", "srdd", "masked+tuned_cfg"),
+    ("SRDD + MR + tuned CFG", "srdd", "masked_tuned_cfg"),
     ("SRDD distilled", "srdd_distilled", "default"),
 )
 T5_ROWS = (("VAR", "var"), ("SRDD", "srdd"), ("SRDD distilled", "srdd_distilled"))
@@ -80,13 +80,14 @@ def t1_generation(evaluate: dict) -> Table:
     t = Table("T1", "Generation", cols)
     for label, model, setting in T1_ROWS:
         r = _result(evaluate, model, setting)
-        shown = setting if setting != "masked+tuned_cfg" else f"masked, cfg={r['setting']['cfg']:g}"
+        shown = setting if setting != "masked_tuned_cfg" else f"masked, cfg={r['setting']['cfg']:g}"
         t.rows.append([label, model, shown, r["fid"], r["isc"], r["kid"], r["precision"], r["recall"], r["steps"],
                        r["images_per_s"], r["peak_memory_bytes"] / MIB])
     return t
 
 
-_MASKED = re.compile(r"^masked:t=([0-9.e-]+),n=(\d+)$")
+_MASKED = re.compile(r"^masked_t([0-9.e-]+)_n(\d+)$")
+_CFG = re.compile(r"^cfg([0-9.]+(?:e[+-]?\d+)?)$")
 
 
 def t2_masked_sweep(evaluate: dict, model: str = "srdd") -> Table:
@@ -108,7 +109,7 @@ def t3_cfg_sweep(evaluate: dict, model: str = "srdd") -> Table:
     models = [model] + sorted(m for m in evaluate if m != model)
     t = Table("T3", "CFG sweep", ["model", "cfg", "resampling", "FID", "IS", "KID", "precision", "recall"])
     for m in models:
-        points = sorted((float(name.split("=", 1)[1]), name) for name in evaluate.get(m, {}) if name.startswith("cfg="))
+        points = sorted((float(c.group(1)), name) for name in evaluate.get(m, {}) if (c := _CFG.match(name)))
         for cfg, name in points:
             r = evaluate[m][name]
             t.rows.append([m, cfg, r["setting"]["resample_kind"], r["fid"], r["isc"], r["kid"], r["precision"],

@@ -10,7 +10,7 @@ from typing import Any
 from scalewise.core.config import ConfigError
 from scalewise.evaluation.settings import SamplingSetting, SweepConfig, setting_from, sweep_settings
 
-TUNED = "masked+tuned_cfg"
+TUNED = "masked_tuned_cfg"
 
 
 @dataclass
@@ -46,7 +46,7 @@ def reference_key(data_dir: str | Path) -> str:
 
 
 def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSetting, int, bool]]:
-    """(name, setting, samples per class, is sweep) in evaluation order; ``masked+tuned_cfg`` is added later."""
+    """(name, setting, samples per class, is sweep) in evaluation order; ``masked_tuned_cfg`` is added later."""
     base = setting_from(SamplingSetting(), cfg.sampling, "evaluate.sampling")
     plan = [("default", base, cfg.samples_per_class, False)]
     for name, overrides in cfg.settings.items():
@@ -59,7 +59,8 @@ def setting_plan(cfg: EvaluateConfig, model: str) -> list[tuple[str, SamplingSet
 
 
 def folder_name(setting: str) -> str:
-    """A file-system-safe folder name for a setting (``masked:t=0.05,n=2`` -> ``masked_t0.05_n2``)."""
+    """A file-system-safe name for a setting: the setting names (``masked_t0.05_n2``, ``cfg1.5``) already are
+    one (unchanged); a user's own name with ``+ : = ,`` loses or replaces them (``a+b`` -> ``a_b``)."""
     return (setting.replace("+", "_").replace(":", "_").replace("=", "").replace(",", "_"))
 
 

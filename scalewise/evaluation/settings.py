@@ -6,8 +6,11 @@ params' ``sampling`` section), named variants of it, and sweeps that need no ret
 
 - ``cfg`` sweep: ``cfg=<t>`` (with the resampling of ``sweeps.cfg_resample``, masked by default,
   so the sweep's best point is the "SRDD + masked resampling + tuned CFG" row);
-- masked-resampling sweep: ``masked:t=<threshold>,n=<iters>`` over a grid;
-- filters: ``top_k=<k>`` and ``top_p=<p>``.
+- masked-resampling sweep: ``masked_t<threshold>_n<iters>`` over a grid;
+- filters: ``top_k<k>`` and ``top_p<p>``.
+
+One spelling everywhere: these names are the keys of ``metrics/evaluate/<model>.json``, the
+MLflow metric prefixes and the grid / folder names.
 
 Each sample set is generated in a fresh process (:func:`generate_isolated`), so its speed and
 peak memory are measured from a clean start and do not depend on what ran before.
@@ -16,6 +19,7 @@ peak memory are measured from a clean start and do not depend on what ran before
 from __future__ import annotations
 
 import dataclasses
+import re
 import multiprocessing
 import resource
 import sys
@@ -96,31 +100,34 @@ class SweepConfig:
     top_p: list[float] = field(default_factory=list)
 
 
+CFG_POINT = re.compile(r"^cfg([0-9.]+(?:e[+-]?\d+)?)$")  # a CFG sweep point's name: cfg1.5
+
+
 def sweep_settings(base: SamplingSetting, sweeps: SweepConfig, model: str | None = None) -> dict[str, SamplingSetting]:
-    """The sweep points of ``model`` (None: every sweep), named ``cfg=<t>`` (on ``cfg_models``),
-    ``masked:t=<threshold>,n=<iters>``, ``top_k=<k>``, ``top_p=<p>`` (on ``models``)."""
+    """The sweep points of ``model`` (None: every sweep), named ``cfg<t>`` (on ``cfg_models``),
+    ``masked_t<threshold>_n<iters>``, ``top_k<k>``, ``top_p<p>`` (on ``models``)."""
     out: dict[str, SamplingSetting] = {}
     cfg_models = sweeps.models if sweeps.cfg_models is None else sweeps.cfg_models
     if model is None or model in cfg_models:
         for t in sweeps.cfg:
-            out[f"cfg={float(t):g}"] = dataclasses.replace(base, cfg=float(t), resample_kind=sweeps.cfg_resample)
+            out[f"cfg{float(t):g}"] = dataclasses.replace(base, cfg=float(t), resample_kind=sweeps.cfg_resample)
     if model is not None and model not in sweeps.models:
         return out
     for thr in sweeps.masked_threshold:
         for n in sweeps.masked_iters:
-            out[f"masked:t={float(thr):g},n={int(n)}"] = dataclasses.replace(
+            out[f"masked_t{float(thr):g}_n{int(n)}"] = dataclasses.replace(
                 base, resample_kind="masked", resample_threshold=float(thr), resample_iters=int(n))
     for k in sweeps.top_k:
-        out[f"top_k={int(k)}"] = dataclasses.replace(base, top_k=int(k))
+        out[f"top_k{int(k)}"] = dataclasses.replace(base, top_k=int(k))
     for p in sweeps.top_p:
-        out[f"top_p={float(p):g}"] = dataclasses.replace(base, top_p=float(p))
+        out[f"top_p{float(p):g}"] = dataclasses.replace(base, top_p=float(p))
     return out
 
 
 def best_cfg(results: dict[str, dict[str, Any]], metric: str = "fid") -> float | None:
-    """The CFG of the ``cfg=<t>`` sweep point with the lowest ``metric``; None without a CFG sweep."""
-    points = [(r[metric], float(name.split("=", 1)[1])) for name, r in results.items()
-              if name.startswith("cfg=") and metric in r]
+    """The CFG of the ``cfg<t>`` sweep point with the lowest ``metric``; None without a CFG sweep."""
+    points = [(r[metric], float(m.group(1))) for name, r in results.items()
+              if (m := CFG_POINT.match(name)) and metric in r]
     return min(points)[1] if points else None
 
 
