@@ -199,7 +199,7 @@ def test_sample_and_restore_run_on_release_files(tmp_path):
     out = scalewise("restore", *flags, "--image", tmp_path / "photo.png", "--task", "superres", "--factor", "4",
                     "--guide-from-scale", "1", "--dtype", "bf16", "--out", tmp_path / "restored.png")
     assert out.returncode == 0, out.stderr
-    assert "32x32" not in out.stderr and "resized to 8x8" in out.stderr  # y is image size / factor
+    assert "restored at 32x32" not in out.stderr and "restored at 8x8" in out.stderr  # y is image size / factor
     assert Image.open(tmp_path / "restored.png").size[1] >= 32
     out = scalewise("sample", "--official-tokenizer", vae_path, "--classes", "1")
     assert out.returncode != 0 and "give both --official-tokenizer and --official-var" in out.stderr

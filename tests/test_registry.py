@@ -44,7 +44,8 @@ def test_register_reuses_a_version_per_weights_and_crowns_the_lowest_fid(tmp_pat
     from scalewise.models.checkpoints import save_model
     from scalewise.models.tokenizer import Tokenizer, TokenizerConfig
     from scalewise.models.transformer import ScaleTransformer, TransformerConfig
-    from scalewise.project.registry import download_sampler, log_sampler, register_evaluated
+    from scalewise.api.download import download_sampler
+    from scalewise.project.registry import log_sampler, register_evaluated
 
     torch.manual_seed(0)
     save_model(tmp_path / "tokenizer.pt", Tokenizer(TokenizerConfig(**TINY_MODEL)))

@@ -41,7 +41,7 @@ def load(model: str | os.PathLike | None = "models/srdd.pt", tokenizer: str | os
                 raise FileNotFoundError(f"{what} {path}: no such file; download it from the official VAR release")
         transformer, tok = load_models(None, None, official_vae, official_var, device)
     elif is_model_uri(model):
-        from scalewise.project.registry import download_sampler
+        from scalewise.api.download import download_sampler
 
         with download_sampler(str(model)) as files:
             transformer, tok = load_models(files["transformer"], tokenizer or files["tokenizer"], device=device)

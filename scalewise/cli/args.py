@@ -143,6 +143,8 @@ def check_model_files(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     official = [("--official-tokenizer", args.official_tokenizer), ("--official-var", args.official_var)]
+    if (args.official_tokenizer is None) != (args.official_var is None):
+        raise ValueError("give both --official-tokenizer and --official-var (the release's VQVAE and VAR files)")
     if any(v is not None for _, v in official):
         for flag, value in official:
             if value is not None and not Path(value).is_file():

@@ -61,8 +61,24 @@ def shown(root: str | os.PathLike) -> dict[str, dict]:
         for exp in rev.get("experiments") or []:
             for r in exp.get("revs") or []:
                 if r.get("name") and r.get("data"):
-                    out[r["name"]] = {f: m.get("data", {}) for f, m in (r["data"].get("metrics") or {}).items()}
+                    files = _json_files(Path(root), r["rev"]) if r.get("rev") else {}
+                    files.update({f: m.get("data", {}) for f, m in (r["data"].get("metrics") or {}).items()})
+                    out[r["name"]] = files
     return out
+
+
+def _json_files(root: Path, rev: str, folder: str = "metrics") -> dict[str, Any]:
+    """``{path: data}`` of the JSON records under ``folder`` in an experiment's commit. Most are plain
+    outputs (``cache: false``, committed with the experiment), not DVC metrics, so ``dvc exp show``
+    does not list them."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        names = [n for n in git("ls-tree", "-r", "--name-only", rev, "--", folder).splitlines() if n.endswith(".json")]
+        return {n: json.loads(git("show", f"{rev}:{n}")) for n in names}
+    except (subprocess.CalledProcessError, json.JSONDecodeError):
+        return {}
 
 
 def run_missing(root: str | os.PathLike, experiments: dict[str, list[str]], targets: tuple[str, ...] = ()) -> list[str]:

@@ -8,8 +8,7 @@
 - :func:`register_evaluated` (the ``report`` stage): registers ``scalewise-<model>`` from that
   run (once per weights), tags the version with its FID and the evaluation protocol, and moves
   the alias ``champion`` to the lowest-FID version evaluated under the same protocol.
-- :func:`download_sampler`: the files of a ``models:/...`` (or ``runs:/...``) URI, for
-  :func:`scalewise.load`.
+- :func:`scalewise.api.download.download_sampler` reads such a model back for :func:`scalewise.load`.
 
 Loading a logged model anywhere: ``mlflow.pyfunc.load_model("models:/scalewise-srdd@champion")``;
 its ``predict`` takes a DataFrame with ``class_label`` (and optionally ``seed``) and returns
@@ -22,9 +21,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MODEL_NAME = "model"  # the logged model's name inside each training run
 ALIAS = "champion"
@@ -100,7 +98,7 @@ def log_sampler(transformer: str | os.PathLike, tokenizer: str | os.PathLike) ->
     import pandas as pd
     import torch
 
-    from scalewise import __version__
+    from importlib.metadata import version
     from scalewise.models.checkpoints import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
@@ -114,7 +112,7 @@ def log_sampler(transformer: str | os.PathLike, tokenizer: str | os.PathLike) ->
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=SamplerModel(), artifacts=files,
             signature=_signature(shape), input_example=pd.DataFrame({"class_label": [0, 1], "seed": [0, 0]}),
-            pip_requirements=[f"scalewise=={__version__}", f"torch=={torch.__version__.split('+')[0]}"],
+            pip_requirements=[f"scalewise=={version('scalewise')}", f"torch=={torch.__version__.split('+')[0]}"],
         )
     mlflow.set_tags({MD5_TAG: file_md5(transformer), URI_TAG: info.model_uri})
     return info.model_uri
@@ -152,29 +150,3 @@ def register_evaluated(client, experiment_id: str, model: str, model_file: str |
     best = min(scored)[1]
     client.set_registered_model_alias(name, ALIAS, str(best))
     return client.get_model_version(name, str(version.version))
-
-
-@contextmanager
-def download_sampler(uri: str) -> Iterator[dict[str, Path]]:
-    """``{"transformer": path, "tokenizer": path}`` of a logged sampler (``models:/name@alias``,
-    ``models:/name/3``, ``runs:/<id>/model``), in a temporary folder removed on exit.
-
-    The tracking store is ``MLFLOW_TRACKING_URI`` or the project's ``mlflow.db``. Raises
-    ValueError naming the URI when it does not resolve or holds no scalewise sampler.
-    """
-    import mlflow
-
-    from scalewise.project.tracking import default_tracking_uri
-
-    mlflow.set_tracking_uri(default_tracking_uri())
-    with tempfile.TemporaryDirectory(prefix="scalewise-model-") as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        except Exception as exc:  # MlflowException and friends: one clear line
-            raise ValueError(f"{uri}: cannot be loaded from the MLflow store {default_tracking_uri()} "
-                             f"({str(exc).splitlines()[0]}); list the registered models with "
-                             "`mlflow models` / the MLflow UI, or pass model files") from None
-        files = {key: next(iter(sorted(local.rglob(f"artifacts/{key}.pt"))), None) for key in ("transformer", "tokenizer")}
-        if None in files.values():
-            raise ValueError(f"{uri}: not a scalewise sampler (no artifacts/transformer and artifacts/tokenizer)")
-        yield files  # type: ignore[misc]

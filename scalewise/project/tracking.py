@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from scalewise.core.config import flatten
+from scalewise.core.uris import default_tracking_uri  # noqa: F401  (re-exported: the one place for the store)
 
 PARENT_ENV = "SCALEWISE_PARENT_RUN_ID"
 ORDER_TAG = "scalewise.stage_order"
@@ -26,12 +27,6 @@ PIPELINE_OUTPUTS = ("dvc.lock", "metrics/", "plots/", "reports/")  # tracked fil
 _MAX_PARAM_LEN = 6000
 
 
-def default_tracking_uri(root: str | os.PathLike = ".") -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
 def git_commit(root: str | os.PathLike = ".") -> str:
