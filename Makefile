@@ -30,12 +30,16 @@ repro: install
 	@[ -d .dvc ] || { git rev-parse --git-dir >/dev/null 2>&1 && $(BIN)/dvc init --quiet || $(BIN)/dvc init --no-scm --quiet; }
 	$(BIN)/scalewise repro
 
+# One pytest-xdist worker per core, a test file per worker (module fixtures are built once),
+# in the order tests/conftest.py gives (the pipeline-sized files first).
+PYTEST_PARALLEL ?= -n auto --dist loadfile --no-loadscope-reorder
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The fast lane: unit tests only (no real DVC / MLflow / Prefect runs, no long training), < 3 min on 2 cores.
 test-fast: install
-	$(BIN)/python -m pytest -m "not integration and not slow"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not integration and not slow"
 
 # The same pipeline driven by Prefect (ephemeral API): one task per DVC stage.
 pipeline: install

@@ -22,6 +22,23 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
+# `make test` runs the suite on one pytest-xdist worker per core. Each worker, and every process it
+# starts (stages, CLI calls inherit OMP_NUM_THREADS), then computes on one thread, so the workers
+# never oversubscribe the cores. Results are compared within a test, at one thread count.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# The modules whose fixtures run whole pipelines start first, so the longest file does not start last
+# on a worker while the other one idles (`make test` keeps xdist's collection order: --no-loadscope-reorder).
+FIRST = ("test_paper_table.py", "test_pipeline.py", "test_flows.py", "test_spine.py", "test_cli.py",
+         "test_official.py", "test_cli_help.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: file order kept otherwise
+
 
 @pytest.fixture(scope="session")
 def trained_tokenizer(tmp_path_factory):

@@ -128,7 +128,7 @@ def make_project(dest: Path, params: dict) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
     write_params(dest, params)
-    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n.cache/\n")
+    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n.cache/\nstate/\n")  # as the project's own
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)
     run(["git", "add", "-A"], dest)
