@@ -101,6 +101,20 @@ def test_training_seeds_are_queued_experiments_with_mean_and_spread(project):
     assert verdicts <= {"a better", "b better", "within spread"} and verdicts
 
 
+def test_experiments_rerun_only_the_stages_their_overrides_change(project):
+    """The tokenizer's settings are held, so no experiment retrains it (its resume scratch in
+    ``state/`` is not a DVC output, so the experiment's temporary workspace lacks nothing)."""
+    import mlflow
+
+    root, _ = project
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    names = {r.info.run_name for e in client.search_experiments()
+             for r in client.search_runs([e.experiment_id], max_results=1000)}
+    for exp in ("seed1", "drop02"):
+        assert f"{exp}/train@var" in names  # the seed / cond_drop override retrains the transformer
+        assert f"{exp}/train_tokenizer" not in names and f"{exp}/prepare" not in names
+
+
 def test_experiments_with_other_training_settings_are_queued_and_compared(project):
     root, _ = project
     md = (root / "reports/paper_experiments.md").read_text()
